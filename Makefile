@@ -52,7 +52,12 @@ test: $(TEST_STAMP)
 
 # Each script prints its own figures; a failing script fails the target. Run as modules
 # (`python -m bench.detect`) so that `import core` works from the repository root.
+# facenet-pytorch is measured side by side with our detector; --no-deps because it pins an older
+# torch (it ships its MTCNN weights, so nothing is downloaded).
 bench: $(STAMP)
+	@$(PY) -c "import facenet_pytorch" 2>/dev/null || \
+		$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0 || \
+		echo "facenet-pytorch unavailable: bench/detect.py will skip that column"
 	@set -e; found=0; for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
 		name=$$(basename "$$script" .py); \

@@ -6,6 +6,8 @@ the reason; under ``CI=true`` the same test fails, so a broken CI set-up never p
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,63 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut())
+
+
+# --- shared real-data fixtures (detection and training are the slow parts: pay once) --------
+
+@pytest.fixture(scope="session")
+def prepared_cache(face_data, tmp_path_factory) -> Path:
+    """A crop cache (tmp) holding five_celeb at the default crop settings; tests point
+    FACELAB_CACHE at it so only the first one pays for MTCNN."""
+    from core.cache import CropCache, CropSettings
+    from core.prepare import prepare
+
+    root = _shared_cache(tmp_path_factory)
+    prepare(face_data / "five_celeb", CropCache(root, CropSettings(size=160)))
+    return root
+
+
+def _shared_cache(tmp_path_factory) -> Path:
+    """One crop cache per test session: caches are content-keyed, so every test that reads
+    five_celeb photos (even through symlinks) shares its detections."""
+    root = tmp_path_factory.getbasetemp() / "five-celeb-cache"
+    root.mkdir(exist_ok=True)
+    return root
+
+FIVE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling")
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "FACELAB_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+
+
+def tiny_run(tmp_path_factory, face_data: Path) -> tuple[Path, Path, Path]:
+    """A 1-epoch, 64 px resnet18 trained by the real CLI on a slice of five_celeb (once per
+    session): 4 train and 3 val photos per person, as symlinks (detection dominates the time).
+
+    Returns (run folder, the crop cache it filled, the data folder with train/ and val/).
+    Shared by the evaluate and predict tests through the session's base temporary folder, so
+    it is trained only once.
+    """
+    base = tmp_path_factory.getbasetemp()
+    run, cache, data = base / "tiny-run", _shared_cache(tmp_path_factory), base / "five-small"
+    if not (run / "checkpoint.pt").exists():
+        for split, count in (("train", 4), ("val", 3)):
+            for person in FIVE:
+                folder = data / split / person
+                folder.mkdir(parents=True, exist_ok=True)
+                for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
+                    if not (folder / photo.name).exists():
+                        (folder / photo.name).symlink_to(photo)
+        cmd = [sys.executable, "-m", "core.train", "--data", str(data), "--arch", "resnet18",
+               "--out", str(run), "--epochs", "1", "--image-size", "64", "--batch-size", "16",
+               "--device", "cpu", "--no-progress", "--seed", "0"]
+        done = subprocess.run(cmd, cwd=ROOT, env=_env(cache), capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return run, cache, data
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, face_data):
+    return tiny_run(tmp_path_factory, face_data)

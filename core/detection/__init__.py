@@ -31,8 +31,9 @@ class Face:
     Attributes:
         box: (x1, y1, x2, y2).
         confidence: ONet's face probability.
-        keypoints: 5 (x, y): left eye, right eye, nose, mouth left, mouth right (the subject's
-            left eye appears on the image's right, as in the ``mtcnn`` package).
+        keypoints: 5 (x, y): left eye, right eye, nose, mouth left, mouth right, as in the
+            ``mtcnn`` package: "left" is the image's left (the subject's right eye) for a face
+            looking at the camera.
     """
 
     box: tuple[float, float, float, float]

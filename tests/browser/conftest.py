@@ -1,0 +1,150 @@
+"""Browser-test fixtures: a real `streamlit run` server and Debian's chromium driven by Playwright.
+
+The browser is the system's /usr/bin/chromium (installed by `.ci/run` with apt); Playwright's own
+browser download (`playwright install`) is never used. Without chromium the tests skip locally
+and fail under CI=true (tests.conftest.require).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+CHROMIUM = Path(os.environ.get("FACELAB_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SERVER_START_SECONDS = 90
+# Playwright's per-action and per-expect wait: the first detection also imports torch and loads
+# the detector, on a 2-core machine that may be running other tests.
+PAGE_TIMEOUT_MS = 120_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless chromium (Debian's), shared by the session."""
+    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium "
+                               "(apt-get install -y chromium); `playwright install` is not used")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(browser, tmp_path_factory) -> Iterator[str]:
+    """Start the dashboard exactly as `make run` does, on a free port; stop it at the end."""
+    workdir = tmp_path_factory.mktemp("streamlit")
+    log_path = workdir / "streamlit.log"
+    port = _free_port()
+    # Runs and caches in tmp: the tests never touch the repository's weights/.
+    env = {**os.environ, "FACELAB_CACHE": str(workdir / "cache"), "FACELAB_RUNS": str(workdir / "runs"),
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+               "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               # no reruns when a source file changes while the tests run
+               "--server.fileWatcherType", "none"]
+    with open(log_path, "wb") as log:
+        # Own process group (start_new_session) so the whole tree is stopped at the end.
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with code {server.returncode}; log {log_path}:\n"
+                            f"{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit not healthy after {SERVER_START_SECONDS} s; log "
+                            f"{log_path}:\n{_tail(log_path)}")
+            time.sleep(0.5)
+        print(f"\nstreamlit at {url}, log {log_path}")
+        yield url
+    finally:
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is not None:
+        return
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh browser tab (own context: no shared session state) on the dashboard."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto(app_url)
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def screenshot(screenshot_dir, request) -> Callable[..., Path]:
+    """``screenshot(page, name)``: save a PNG under pytest's tmp folder and print its path."""
+    def take(page, name: str) -> Path:
+        path = screenshot_dir / f"{request.node.name}-{name}.png"
+        # Streamlit scrolls inside its main container, so this is the viewport (1400x1200).
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot: {path}")
+        return path
+
+    return take

@@ -1,0 +1,104 @@
+"""The Predict page in a real browser: a group photo labelled face by face, two people enrolled
+from five_celeb and one of them recognised, and a probe slider moving the probe's answer."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+GROUP_PHOTO = "group/deepface__selfie-many-people.jpg"
+
+
+def _open(page: Page, app_url: str) -> None:
+    page.goto(f"{app_url}/predict")
+    expect(page.get_by_role("heading", name="Predict")).to_be_visible()
+    expect(page.get_by_text("Upload one or more photos")).to_be_visible()
+    _idle(page)
+
+
+def _idle(page: Page) -> None:
+    # Only the "Running..." state: the same widget also offers "Rerun" when a source file changes
+    # (other engineers edit core/ while the tests run).
+    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
+
+
+def _upload(page: Page, *files) -> None:
+    page.locator(".st-key-photos").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(list(files))
+
+
+def _scroll_to(locator) -> None:
+    # Streamlit scrolls inside its main container: bring the element to the top of the viewport
+    # so that the screenshot shows what follows it.
+    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+
+
+def _no_trace(page: Page) -> None:
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+
+
+def test_group_photo_every_face_labelled(page: Page, app_url, face_data, screenshot):
+    _open(page, app_url)
+    screenshot(page, "1-empty")
+    _upload(page, face_data / "scenes" / GROUP_PHOTO)
+    found = page.get_by_text(re.compile(r"^\d+ faces found, numbered on the photo"))
+    expect(found).to_be_visible()
+    _idle(page)
+    count = int(found.inner_text().split()[0])
+    assert count >= 2
+    # One crop and one gender answer per face.
+    expect(page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^Face \d+$"))) \
+        .to_have_count(min(count, 12))
+    genders = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"^(female|male) \d+%"))
+    expect(genders).to_have_count(min(count, 12))
+    _no_trace(page)
+    # Streamlit scrolls inside its main container: bring the labelled photo into the viewport.
+    _scroll_to(page.get_by_role("heading", name=GROUP_PHOTO.split("/")[1]))
+    screenshot(page, "2-group-labelled")
+
+
+def test_enrol_two_people_then_recognise_one(page: Page, app_url, face_data, tmp_path, screenshot):
+    people = tmp_path / "people"
+    for person in ("madonna", "elton_john"):
+        (people / person).mkdir(parents=True)
+        for photo in sorted((face_data / "five_celeb" / "train" / person).iterdir())[:4]:
+            (people / person / photo.name).symlink_to(photo)
+    _open(page, app_url)
+    page.get_by_role("tab", name="From a server folder").click()
+    box = page.get_by_label("Folder of class folders on the server")
+    box.fill(str(people))
+    box.press("Enter")
+    _idle(page)
+    page.get_by_role("button", name="Enrol every person in the folder").click()
+    expect(page.get_by_text("Enrolled elton_john (4), madonna (4)")).to_be_visible()
+    _idle(page)
+    screenshot(page, "1-enrolled")
+    photo = sorted((face_data / "five_celeb" / "val" / "madonna").iterdir())[0]
+    _upload(page, photo)
+    expect(page.get_by_text(re.compile(r"^1\. madonna \(similarity 0\.\d+\)"))).to_be_visible()
+    _idle(page)
+    expect(page.get_by_text("not recognised")).to_have_count(0)
+    _no_trace(page)
+    _scroll_to(page.get_by_role("heading", name=photo.name))
+    screenshot(page, "2-recognised")
+
+
+def test_probe_slider_moves_the_answer(page: Page, app_url, face_data, screenshot):
+    _open(page, app_url)
+    _upload(page, face_data / "scenes" / "single" / "face_recognition__obama.jpg")
+    expect(page.get_by_text("Behaviour probe")).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
+    _idle(page)
+    page.get_by_test_id("stPlotlyChart").scroll_into_view_if_needed()
+    screenshot(page, "1-probe")
+    captions = page.get_by_test_id("stImageCaption")
+    before = captions.last.inner_text()
+    slider = page.locator(".st-key-probe_rotation").get_by_role("slider")
+    slider.focus()
+    for _ in range(12):  # 12 steps of 5 degrees
+        slider.press("ArrowRight")
+    expect(slider).to_have_value("60")
+    expect(captions.last).not_to_have_text(before)
+    _idle(page)
+    _no_trace(page)
+    screenshot(page, "2-probe-rotated")
