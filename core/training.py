@@ -300,8 +300,8 @@ def _fit(config: TrainConfig, device: torch.device, dist: Dist, run, cbs: Callba
               "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y)}
     if len(data.test_y) and best is not None and not signal():
         if run is not None:  # the test score is the best checkpoint's, not the last epoch's
-            best_state = torch.load(run.path / runs.CHECKPOINT, map_location=device,
-                                    weights_only=True)["model_state"]
+            checkpoint = run.path / runs.CHECKPOINT
+            best_state = torch.load(checkpoint, map_location=device, weights_only=True)["model_state"]
         model.load_state_dict(best_state)
         test = run_eval(data.test_x, data.test_y)
         result.update(test_loss=test["loss"], test_acc=test["acc"])
