@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIVE, ROOT
+from tests.conftest import FIVE, ROOT, _env
 
 PY = sys.executable
 GROUP = "group/dlib__2008_001322.jpg"  # 3 faces (dlib examples/faces; PASCAL VOC)
@@ -86,8 +86,7 @@ def test_load_predictor_is_cached_per_file_version(trained_run):
 
 
 def _predict(args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FACELAB_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([PY, "-m", "core.predict", *args], cwd=ROOT, env=env,
+    return subprocess.run([PY, "-m", "core.predict", *args], cwd=ROOT, env=_env(cache),
                           capture_output=True, text=True, timeout=900)
 
 
