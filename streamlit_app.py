@@ -20,19 +20,43 @@ def _device_label() -> str:
     return describe_device(get_detector().device)
 
 
-# Later issues add their pages here (Train, Runs, Dataset).
-PAGES = [
-    st.Page("pages/detect.py", title="Detect", icon=":material/face:", default=True),
-    st.Page("pages/predict.py", title="Predict", icon=":material/person_search:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-]
+# Sections follow the three jobs people come for: show a model, understand it, train one.
+PAGES = {
+    "Demo": [
+        st.Page("pages/detect.py", title="Detect", icon=":material/face:", default=True),
+        st.Page("pages/predict.py", title="Predict", icon=":material/person_search:"),
+        st.Page("pages/live.py", title="Live camera", icon=":material/videocam:"),
+    ],
+    "Review": [
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+    ],
+    "Train": [
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+    ],
+}
 
 page = st.navigation(PAGES)
+
+
+def _active_runs() -> list[str]:
+    # Read from the runs store on every rerun (a few small JSON files), never from session
+    # state: a run started in another tab, or before a server restart, shows up here too.
+    from core.runs import list_runs
+
+    return [run.name for run in list_runs() if run.is_active]
+
 
 with st.sidebar:
     try:
         st.caption(f"Device: {_device_label()}")
     except Exception as exc:  # the sidebar is cosmetic: report, let the page explain the rest
         st.caption(f"Device: unknown ({type(exc).__name__}: {exc})")
+    try:
+        for name in _active_runs():
+            st.page_link("pages/train.py", label=f"Training: {name}", icon=":material/sync:")
+    except Exception as exc:  # an unreadable runs folder must not take the app down
+        st.caption(f"Runs: unavailable ({type(exc).__name__}: {exc})")
 
 page.run()

@@ -156,6 +156,13 @@ def _chunks(items: Sequence, size: int = _SQL_CHUNK):
         yield items[start:start + size]
 
 
+def _hash_or_error(path: str) -> str | OSError:
+    try:
+        return content_hash(path)
+    except OSError as exc:
+        return exc
+
+
 _CROP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
     sha TEXT) WITHOUT ROWID;
@@ -189,10 +196,12 @@ class CropCache:
         return f"CropCache({str(self.root)!r}, {self.settings})"
 
     # -- hashing ---------------------------------------------------------------------------
-    def hash_files(self, paths: Sequence[str | Path]) -> list[str | OSError]:
+    def hash_files(self, paths: Sequence[str | Path], pool=None) -> list[str | OSError]:
         """sha1 of each file, memoised by (path, size, mtime): a re-run only calls stat().
 
-        Returns, per path, the hex digest or the OSError that stopped us reading it.
+        ``pool`` (a ``concurrent.futures`` executor) hashes new files in parallel (hashlib
+        releases the GIL while it reads). Returns, per path, the hex digest or the OSError that
+        stopped us reading it.
         """
         conn = self._store.conn()
         keys, stats, out = [], [], []
@@ -209,22 +218,20 @@ class CropCache:
             rows = conn.execute(f"SELECT path, size, mtime_ns, sha FROM files WHERE path IN "
                                 f"({','.join('?' * len(chunk))})", chunk)
             memo.update((row[0], row[1:]) for row in rows)
+        todo = [key for key, stat in zip(keys, stats) if not isinstance(stat, OSError)
+                and (memo.get(key) is None or memo[key][:2] != stat)]
+        hashes = dict(zip(todo, (pool.map if pool is not None else map)(_hash_or_error, todo)))
         fresh = []
         for key, stat in zip(keys, stats):
             if isinstance(stat, OSError):
                 out.append(stat)
-                continue
-            hit = memo.get(key)
-            if hit is not None and hit[:2] == stat:
-                out.append(hit[2])
-                continue
-            try:
-                sha = content_hash(key)
-            except OSError as exc:
-                out.append(exc)
-                continue
-            out.append(sha)
-            fresh.append((key, stat[0], stat[1], sha))
+            elif key in hashes:
+                sha = hashes[key]
+                out.append(sha)
+                if isinstance(sha, str):
+                    fresh.append((key, stat[0], stat[1], sha))
+            else:
+                out.append(memo[key][2])
         if fresh:
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", fresh)

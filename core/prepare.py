@@ -1,18 +1,27 @@
 """Detect, align and cache the face crop of every photo of a dataset, once.
 
-    python -m core.prepare DATA_DIR [--size PX] [--margin M] [--cache DIR] [--batch-size B] [--json]
+    python -m core.prepare DATA_DIR [--size PX] [--margin M] [--cache DIR] [--batch-size B]
+        [--workers W] [--json]
 
 The crop of a photo is its primary face (``select_primary``) aligned on the 5 landmarks; a photo
 where MTCNN finds no face (often an already tight celebrity crop) falls back to the whole image.
 Everything is keyed by content hash, so a second run, a renamed folder or a second dataset that
 shares photos costs only a ``stat()`` per file.
+
+Large datasets: files go through in chunks of ``CHUNK_FILES`` (hashed and looked up in parallel
+threads), photos are decoded by ``workers`` threads at most ``workers + 1`` batches ahead of the
+detector, and every batch is committed in one transaction. Peak memory is therefore set by the
+batch size and the photo size, not by the number of photos, and an interrupted run (Ctrl-C,
+SIGKILL, a crash) resumes where it stopped: finished photos are cache hits.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +34,9 @@ from core.images import ImageError, iter_image_files, load_image
 # Files hashed and looked up per round trip: large enough to amortise SQLite queries, small
 # enough that a 200k-photo run holds only a few hundred paths' worth of state at a time.
 CHUNK_FILES = 256
+# Decoding threads: enough to keep the detector fed (decoding a web photo costs about as much as
+# detecting in it on one core), few enough not to starve torch's own threads.
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 
 # callback(done, total, info) with info = {"file": str, "status": "cached" | "detected" |
 # "no_face" | "error", "n_faces": int}
@@ -44,6 +56,10 @@ def _load(item: tuple[Path, str]) -> tuple[Path, str, np.ndarray | Exception]:
         return path, sha, load_image(path)
     except ImageError as exc:
         return path, sha, exc
+
+
+def _load_batch(batch: list[tuple[Path, str]]) -> list[tuple[Path, str, np.ndarray | Exception]]:
+    return [_load(item) for item in batch]
 
 
 def _crop_for(image: np.ndarray, record: CropRecord, settings: CropSettings) -> np.ndarray:
@@ -123,14 +139,17 @@ def _face_score(face: dict) -> float:
 
 
 def prepare(paths: str | Path | Iterable[str | Path], cache: CropCache | None = None, *,
-            detector=None, batch_size: int = 8, callback: ProgressCallback | None = None) -> dict:
+            detector=None, batch_size: int = 8, callback: ProgressCallback | None = None,
+            workers: int | None = None) -> dict:
     """Detect, align and cache the crops of every image under ``paths``.
 
     Args:
         paths: a dataset folder (searched recursively), image files, or a list of either.
         cache: where crops go and with which settings; default ``CropCache()``.
         detector: an ``MTCNN``; default ``core.detection.get_detector()`` (built only if needed).
-        batch_size: photos per ``MTCNN.detect`` call (and decoded images held in memory).
+        batch_size: photos per ``MTCNN.detect`` call.
+        workers: threads hashing and decoding photos (default ``DEFAULT_WORKERS``); at most
+            ``workers + 1`` decoded batches are held in memory.
         callback: ``callback(done, total, info)`` after each file (see ``ProgressCallback``).
             To stop early, raise from it (e.g. when a stop flag is set): every batch finished
             so far stays cached, so the next run resumes there.
@@ -143,6 +162,9 @@ def prepare(paths: str | Path | Iterable[str | Path], cache: CropCache | None = 
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    workers = DEFAULT_WORKERS if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     cache = cache if cache is not None else CropCache()
     files = iter_image_files(paths)
     total = len(files)
@@ -173,11 +195,16 @@ def prepare(paths: str | Path | Iterable[str | Path], cache: CropCache | None = 
         if callback is not None:
             callback(done, total, {"file": str(path), "status": status, "n_faces": n_faces})
 
-    # One decoding thread keeps the next batch ready while the detector runs (PIL releases the GIL).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facelab-load") as pool:
+    # Decoding threads (PIL and hashlib release the GIL) keep up to `ahead` batches ready while
+    # the detector runs: memory holds at most `ahead` decoded batches and one chunk of paths,
+    # whatever the dataset's size. Each batch is committed in one transaction, so a killed run
+    # keeps every finished batch and the next run starts after them (content-hash keyed).
+    ahead = workers + 1
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facelab-load")
+    try:
         for first in range(0, total, CHUNK_FILES):
             chunk = files[first:first + CHUNK_FILES]
-            shas = cache.hash_files(chunk)
+            shas = cache.hash_files(chunk, pool=pool)
             complete = cache.lookup_shas(s for s in shas if isinstance(s, str))
             todo, duplicates = [], {}
             for path, sha in zip(chunk, shas):
@@ -198,16 +225,21 @@ def prepare(paths: str | Path | Iterable[str | Path], cache: CropCache | None = 
                 detector = get_detector()
             known = cache.lookup_detections(sha for _, sha in todo)
             batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-            pending = pool.submit(lambda b: [_load(item) for item in b], batches[0])
-            for index in range(len(batches)):
-                loaded = pending.result()
-                if index + 1 < len(batches):
-                    pending = pool.submit(lambda b: [_load(item) for item in b], batches[index + 1])
+            pending = deque(pool.submit(_load_batch, b) for b in batches[:ahead])
+            queued = len(pending)
+            while pending:
+                loaded = pending.popleft().result()
+                if queued < len(batches):
+                    pending.append(pool.submit(_load_batch, batches[queued]))
+                    queued += 1
                 for path, sha, outcome in _process_batch(loaded, known, cache, detector):
                     report(path, outcome, False)
                     for twin in duplicates[sha]:
                         report(twin, outcome, False)
                 del loaded
+    finally:
+        # Stopped (an exception from the callback): drop the batches not started yet.
+        pool.shutdown(wait=True, cancel_futures=True)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
 
@@ -279,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cache folder (default $FACELAB_CACHE or ~/.cache/facelab)")
     parser.add_argument("--batch-size", type=int, default=8, help="photos per detector call (%(default)s)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="threads reading and decoding photos (%(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.data if not p.exists()]
@@ -290,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     cache = CropCache(args.cache, settings)
     detector = None
     if args.device is not None:
@@ -299,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = TqdmProgress(desc="prepare", file=sys.stderr)
     try:
         summary = prepare(args.data, cache, detector=detector, batch_size=args.batch_size,
-                          callback=progress)
+                          callback=progress, workers=args.workers)
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: the photos done so far are cached; run again to resume", file=sys.stderr)

@@ -22,6 +22,7 @@ import datetime as _dt
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -255,12 +256,46 @@ def load_run(run: str | Path | Run, root: str | Path | None = None) -> Run:
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
-    """Every run folder directly under ``root``, newest first (damaged ones included)."""
+    """Every run folder directly under ``root``, newest first (damaged ones included).
+
+    Leftover temporary files of a killed writer are removed from runs that are not running
+    (see :func:`clean_stale_temp_files`).
+    """
     root = Path(root).expanduser() if root is not None else default_runs_root()
     if not root.is_dir():
         return []
     runs = [load_run(p) for p in root.iterdir() if p.is_dir() and (p / RUN_JSON).is_file()]
-    return sorted(runs, key=lambda r: (r.info.get("created") or "", r.path.name), reverse=True)
+    for run in runs:
+        if run.status != "running":
+            clean_stale_temp_files(run.path)
+    # str(): a hand-edited run.json with a non-string "created" must not break the listing.
+    return sorted(runs, key=lambda r: (str(r.info.get("created") or ""), r.path.name), reverse=True)
+
+
+# A process killed inside core.storage.atomic_path leaves its ".<name>.<random>.tmp" behind (the
+# target file itself is intact: the old or the new version). Such files are never read; they are
+# removed once they are older than this, so a write in progress (a note saved from another tab)
+# is never pulled from under its writer.
+STALE_TEMP_SECONDS = 120
+
+
+def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove the atomic-write leftovers (``.*.tmp``) older than ``older_than`` seconds from a
+    run folder; call it only for runs whose trainer is gone. Returns the files removed."""
+    removed = []
+    limit = time.time() - older_than
+    try:
+        candidates = list(Path(run_dir).glob(".*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            if path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass  # gone already, or not ours to remove: harmless either way
+    return removed
 
 
 def update_run(run: str | Path | Run, **fields: Any) -> Run:

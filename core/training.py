@@ -3,10 +3,10 @@
     from core.training import TrainConfig, fit
     result = fit(TrainConfig(data="../shared/data/five_celeb", arch="resnet18", out="weights/r18"))
 
-Data: crops come from the crop cache once (``core.data.load_split``), are resized once to the
-training size and kept as one uint8 tensor (on the GPU when it fits); each batch is one
-``index_select`` plus batched augmentation on the device (``core.augment``), so nothing waits on
-Python per image. Embedding architectures (``dlib_face``) embed every crop once (embedding cache)
+Data: crops come from the crop cache (``core.data.load_split``), resized once to the training
+size into a memory-mapped uint8 array file (``core.data.arrays``; moved to the GPU when it fits);
+each batch is one ``index_select`` plus batched augmentation on the device (``core.augment``), so
+nothing waits on Python per image and a dataset larger than RAM trains. Embedding architectures (``dlib_face``) embed every crop once (embedding cache)
 and train only their head on the vectors.
 
 Runs: with ``config.out`` the run folder is written through ``core.runs`` (run.json, history,
@@ -92,22 +92,41 @@ def _build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
 @torch.inference_mode()
 def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, prepare: Callable,
              batch_size: int, dist: Dist | None = None) -> dict:
-    """Mean loss and accuracy of ``model`` over ``inputs`` (batched; summed over ranks)."""
+    """Mean loss and accuracy of ``model`` over ``inputs`` (batched; summed over ranks), plus
+    per-class ``class_correct`` / ``class_n`` lists (indexed like the classes) for the Runs page."""
     model.eval()
     device = labels.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    class_correct = class_n = None
     for start in range(0, len(labels), batch_size):
         x = prepare(inputs[start:start + batch_size], train=False)
         y = labels[start:start + batch_size]
         logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
+        hit = logits.argmax(1) == y
+        correct += hit.sum()
+        k = logits.shape[1]
+        if class_n is None:
+            class_n = torch.zeros(k, dtype=torch.int64, device=device)
+            class_correct = torch.zeros(k, dtype=torch.int64, device=device)
+        class_n += torch.bincount(y, minlength=k)
+        class_correct += torch.bincount(y[hit], minlength=k)
     count = torch.tensor(len(labels), dtype=torch.int64, device=device)
     if dist is not None:
         loss_sum, correct, count = dist.all_sum(loss_sum), dist.all_sum(correct), dist.all_sum(count)
+        if class_n is not None:
+            class_n, class_correct = dist.all_sum(class_n), dist.all_sum(class_correct)
     n = max(1, int(count))
-    return {"loss": float(loss_sum) / n, "acc": float(correct) / n, "n": int(count)}
+    return {"loss": float(loss_sum) / n, "acc": float(correct) / n, "n": int(count),
+            "class_correct": [] if class_n is None else class_correct.tolist(),
+            "class_n": [] if class_n is None else class_n.tolist()}
+
+
+def per_class_accuracy(classes, result: dict) -> dict:
+    """``{class: {"acc", "n"}}`` from :func:`evaluate`'s counts (acc None for an empty class)."""
+    return {name: {"acc": (c / n) if n else None, "n": int(n)}
+            for name, c, n in zip(classes, result.get("class_correct") or [], result.get("class_n") or [])}
 
 
 def fit(config: TrainConfig, callbacks: Iterable[Callback] = (), stop: Any = None) -> dict:
@@ -207,8 +226,13 @@ def _fit(config: TrainConfig, device: torch.device, dist: Dist, run, cbs: Callba
     prepare, batches = pipeline.prepare, pipeline.batches
 
     def run_eval(x, y) -> dict:
+        shard = dist.world_size > 1 and len(y) >= dist.world_size
+        if shard:  # each rank scores every world_size-th row; evaluate() sums over ranks (eval
+            # mode has no batch statistics, so the result is the single-process one)
+            x, y = x[dist.rank::dist.world_size], y[dist.rank::dist.world_size]
+            dist.broadcast_buffers(trainable)  # BN running stats: rank 0's (the checkpoint's)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return evaluate(trainable, x, y, prepare, config.batch_size * 2)
+            return evaluate(trainable, x, y, prepare, config.batch_size * 2, dist if shard else None)
 
     info = {"config": config.to_dict(), "classes": list(data.classes), "task": data.task,
             "device": describe_device(device), "epochs": config.epochs,
@@ -282,8 +306,12 @@ def _fit(config: TrainConfig, device: torch.device, dist: Dist, run, cbs: Callba
             _save(run.path / runs.LAST_CHECKPOINT, model, data, config, metrics)
             if improved:
                 _save(run.path / runs.CHECKPOINT, model, data, config, metrics)
+            # The best checkpoint's per-class val accuracy (Runs page comparison); a top-level
+            # key, since the final update_status replaces "metrics" wholesale.
+            extra = {"val_per_class": {"epoch": epoch, "classes": per_class_accuracy(data.classes, val)}} \
+                if improved else {}
             runs.update_run(run, metrics={**{f"best_{k}": v for k, v in best.items() if k != "epoch"},
-                                          "best_epoch": best["epoch"], "epochs_run": epoch})
+                                          "best_epoch": best["epoch"], "epochs_run": epoch}, **extra)
         cbs.on_epoch_end(epoch, metrics)
         if partial:
             break

@@ -1,26 +1,35 @@
-"""Data side of the training loop: tensors in memory, per-epoch index order, distributed info.
+"""Data side of the training loop: crop tensors, per-epoch index order, distributed info.
 
 Kept apart from the loop so a DistributedDataParallel run differs only here: ``Dist`` knows the
 rank and world size, ``epoch_indices`` shards one global order across ranks (the sampler is
-injected here), and only rank 0 prepares crops while the others wait at a barrier.
+injected here), and on each machine only local rank 0 prepares crops and writes the split arrays
+while the other ranks wait (``Dist.wait_for_data``), then map the same files read-only.
+
+Crops are memory-mapped (``core.data.arrays``): a dataset larger than RAM trains; the batch
+pipeline reads each batch's rows (in a background thread, one batch ahead) from the mapping.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from core.augment import augment_batch, normalize, resize_uint8
+from core.augment import augment_batch, normalize
 from core.config import TrainConfig
 
 # Keep the whole uint8 dataset on the GPU when it takes at most this share of free memory:
 # then a batch is one on-device index_select (no host copy at all).
 GPU_DATA_SHARE = 0.25
+# How long ranks wait for their machine's local rank 0 to prepare the data (detection of 200k
+# photos takes hours; the default collective timeout of 10-30 min would kill the run).
+PREPARE_TIMEOUT = datetime.timedelta(hours=float(os.environ.get("FACELAB_PREPARE_TIMEOUT_HOURS", "48")))
 
 
 def is_embedding_arch(arch: str) -> bool:
@@ -48,6 +57,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    _wait_group: Any = None  # gloo group with a long timeout, for Dist.wait_for_data
 
     @classmethod
     def from_env(cls, device: torch.device) -> "Dist":
@@ -61,11 +71,34 @@ class Dist:
             torch.cuda.set_device(local)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), local)
+        # Created by every rank right away (new_group is collective); gloo: CPU tensors, even
+        # beside NCCL, and its timeout is ours.
+        group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
+        return cls(dist.get_rank(), dist.get_world_size(), local, group)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        """Local rank 0: the one process per machine that prepares crops and writes the cache."""
+        return self.local_rank == 0
+
+    def wait_for_data(self, stopped: bool) -> bool:
+        """Every rank waits here until every machine's local rank 0 has its data ready.
+
+        A barrier with a long timeout (``PREPARE_TIMEOUT``) that also carries a stop flag: True
+        on every rank when a stop was requested on any rank during preparation, so all ranks
+        end the same way instead of waiting for a rank that left.
+        """
+        if self.world_size <= 1:
+            return stopped
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(stopped)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._wait_group)
+        return bool(flag.item())
 
     def wrap(self, module: nn.Module) -> nn.Module:
         if self.world_size <= 1:
@@ -83,6 +116,17 @@ class Dist:
         tensor = tensor.clone()
         dist.all_reduce(tensor)
         return tensor
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts
+        them at the start of each forward only, so after the last step of an epoch each rank
+        holds statistics updated with its own batch; evaluation must use the checkpoint's."""
+        if self.world_size <= 1:
+            return
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any: ranks must stop at the same batch,
@@ -155,7 +199,8 @@ def batch_chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 class BatchPipeline:
     """Index chunks -> (inputs, labels) ready on the device. The loop and bench/train.py share it.
 
-    Default: one ``index_select`` on the in-memory uint8 tensor, then batched augmentation and
+    Default: one ``index_select`` on the uint8 tensor (on the GPU when the data fits there, else
+    the memory-mapped host array, read one batch ahead), then batched augmentation and
     normalisation on the device (``core.augment``). With ``config.num_workers > 0``: per-sample
     ``core.data.build_transforms`` in DataLoader worker processes instead.
     """
@@ -194,10 +239,29 @@ class BatchPipeline:
                     x = x.contiguous(memory_format=torch.channels_last)
                 yield x, y.to(device, non_blocking=True)
             return
-        for idx in chunks:
-            x = self.prepare(data.train_x.index_select(0, idx.to(data.train_x.device)), train=True)
-            y = data.train_y.index_select(0, idx.to(data.train_y.device))
-            yield x, y.to(device, non_blocking=True)
+        if data.train_x.device.type != "cpu" or len(chunks) < 2:
+            for idx in chunks:
+                x, y = self.gather(idx)
+                yield self.prepare(x, train=True), y.to(device, non_blocking=True)
+            return
+        # Host (memory-mapped) rows: one thread reads the next batch from the mapping while this
+        # one trains (index_select releases the GIL); augmentation stays on this thread, in
+        # order, so the random draws do not depend on thread timing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facelab-batch") as pool:
+            pending = pool.submit(self.gather, chunks[0])
+            for i in range(len(chunks)):
+                x, y = pending.result()
+                if i + 1 < len(chunks):
+                    pending = pool.submit(self.gather, chunks[i + 1])
+                yield self.prepare(x, train=True), y.to(device, non_blocking=True)
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``idx`` of the training inputs and labels (pinned for a GPU when on the host)."""
+        data = self.data
+        x = data.train_x.index_select(0, idx.to(data.train_x.device))
+        if x.device.type == "cpu" and self.device.type == "cuda":
+            x = x.pin_memory()  # so the copy to the GPU can overlap the previous step
+        return x, data.train_y.index_select(0, idx.to(data.train_y.device))
 
 
 class StopBeforeTraining(Exception):
@@ -222,9 +286,9 @@ class _Throttle:
 
 
 def _place(tensor: torch.Tensor, device: torch.device, on_device: bool) -> torch.Tensor:
-    if device.type != "cuda":
-        return tensor
-    return tensor.to(device) if on_device else tensor.pin_memory()
+    # Off the GPU the (memory-mapped) tensor stays as it is: pinning it would copy the whole
+    # split into locked RAM; BatchPipeline.gather pins one batch at a time instead.
+    return tensor.to(device) if device.type == "cuda" and on_device else tensor
 
 
 def _fits_on_gpu(nbytes: int, device: torch.device) -> bool:
@@ -265,9 +329,12 @@ def _embed_splits(config: TrainConfig, cache, splits: dict, cbs, stop=None) -> d
 
 def load_train_data(config: TrainConfig, device: torch.device, cbs, dist: Dist | None = None,
                     stop=None) -> TrainData:
-    """Discover the dataset, load (preparing if needed) every split's crops, put them in memory.
+    """Discover the dataset, load (preparing if needed) every split's crops as memory-mapped
+    arrays (or embeddings), describe them.
 
-    ``stop`` (a callable) is polled while photos are prepared or embedded.
+    ``stop`` (a callable) is polled while photos are prepared or embedded. Distributed: local
+    rank 0 of each machine prepares, writes the arrays and embeds; the other ranks wait, then
+    only read (nothing in the cache is written twice, nothing by them).
     """
     from core.cache import CropCache, CropSettings
     from core.data import IMAGENET_MEAN, IMAGENET_STD, discover_dataset, load_split
@@ -278,30 +345,47 @@ def load_train_data(config: TrainConfig, device: torch.device, cbs, dist: Dist |
                             split=config.split, seed=config.seed)
     settings = CropSettings(size=int(config.crop_size))
     cache = CropCache(settings=settings)
-    if not dist.is_main:
-        dist.barrier()  # rank 0 detects and caches the crops; the others then only read
     cbs.on_phase("dataset", {"classes": len(spec.classes), "split_source": spec.split_source,
                              **{k: len(v) for k, v in spec.samples.items()}})
-    splits = {}
-    for name in ("train", "val", "test"):
-        if not spec.samples.get(name):
-            continue
-        splits[name] = load_split(spec, name, cache, callback=_Throttle(cbs, f"preparing {name}", stop=stop))
-    if dist.is_main:
-        dist.barrier()
     embedding = bool(is_embedding_arch(config.arch))
+    size = int(config.image_size)
+
+    def load(writer: bool) -> tuple[dict, dict | None]:
+        splits = {}
+        for name in ("train", "val", "test"):
+            if not spec.samples.get(name):
+                continue
+            splits[name] = load_split(
+                spec, name, cache, size=size, images=not embedding, prepare_missing=writer,
+                skip_missing=not writer,
+                callback=_Throttle(cbs, f"preparing {name}", stop=stop),
+                array_callback=_Throttle(cbs, f"writing the {name} array", stop=stop))
+        vectors = _embed_splits(config, cache, splits, cbs, stop) if embedding else None
+        return splits, vectors
+
+    if dist.world_size <= 1:
+        splits, vectors = load(True)
+    else:
+        stopped, loaded = False, None
+        if dist.is_local_main:
+            try:
+                loaded = load(True)
+            except StopBeforeTraining:
+                stopped = True  # still reach the wait below, so the other ranks hear of it
+        if dist.wait_for_data(stopped):
+            raise StopBeforeTraining("stop requested while preparing")
+        splits, vectors = loaded if loaded is not None else load(False)
     from core.models import get_model_spec
 
     model_spec = get_model_spec(config.arch)
     mean = tuple(model_spec.mean or IMAGENET_MEAN)
     std = tuple(model_spec.std or IMAGENET_STD)
     if embedding:
-        tensors = _embed_splits(config, cache, splits, cbs, stop)
+        tensors = vectors
         preprocessing = {"image_size": settings.size, "mean": None, "std": None,
                          "crop": dataclasses.asdict(settings), "input": "embedding:" + config.arch}
     else:
-        size = int(config.image_size)
-        tensors = {name: resize_uint8(split.images, size) for name, split in splits.items()}
+        tensors = {name: split.images for name, split in splits.items()}
         preprocessing = {"image_size": size, "mean": list(mean), "std": list(std),
                          "crop": dataclasses.asdict(settings), "input": "image",
                          "resize": "bilinear-antialias-uint8"}

@@ -9,6 +9,10 @@ from typing import Any
 
 import streamlit as st
 
+from pages._routing import run_through_router
+
+run_through_router()  # before the heavy imports: a deep link on a fresh server
+
 from core.detection import DetectorConfig, align_face, get_detector
 from core.images import IMAGE_EXTENSIONS, ImageError, load_image
 from core.render import draw_faces, fit_within

@@ -3,7 +3,11 @@ folder -> metric cards, confusion matrix, per-class table, error review, ROC, ex
 
 Widgets -> core.evaluate.evaluate_run (cached on the model's version and the folders) -> render.
 Threshold sliders recompute from the scores kept in the report (core.evaluation), never re-run
-the model; the error review reads the faces from the crop cache (core.evaluate.report_crops).
+the model; the error review and the map read the faces from the crop cache
+(core.evaluate.report_crops). The tabs are drawn by pages/_evaluate_views.py. The report is kept
+in session_state for its key, so a plain rerun neither re-runs nor re-reads it; a class search
+narrows the table, the matrix and the confused pairs. ``?run=NAME&data=FOLDER`` in the URL
+preselects the run and prefills the folder (the Train and Runs pages link here with them).
 """
 from __future__ import annotations
 
@@ -16,17 +20,24 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages._routing import run_through_router
+
+run_through_router()  # before the heavy imports: a deep link on a fresh server
+
+
 from core import evaluation as ev
-from core.evaluate import EvaluationError, evaluate_run, report_crops
+from core.evaluate import EvaluationError, evaluate_run
 from core.gallery import Gallery, GalleryError
 from core.report import html_report, to_csv
 from core.runs import list_runs
+from pages import _evaluate_views as views  # the tabs (pages/_evaluate_views.py: not a page)
 
 GALLERY_KEY = "facelab_gallery"   # the Predict page's session gallery
 GALLERY = "gallery"
 GENDER = "reference:gender"
 PARAMS = "evaluate_params"        # session_state: what the last "Evaluate" click asked for
-MANY_CLASSES = 20                 # above this the matrix shows the most confused classes first
+REPORT = "evaluate_report"        # session_state: (key, report) of the report on show
+LINKED = "evaluate_linked"        # session_state: the URL parameters already applied
 STAGES = {"prepare": "Finding and cropping faces", "embed": "Embedding faces",
           "predict": "Running the model"}
 
@@ -49,15 +60,10 @@ def evaluate(spec: str, version: Any, data_dir: str, unknown_dir: str | None, wi
         bar.empty()
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def crops_of(key: tuple, files: tuple, _report: dict) -> list:
-    return report_crops(_report, list(files))
-
-
 @st.cache_data(max_entries=4, show_spinner="Writing the report...")
 def report_html(key: tuple, _report: dict) -> str:
     files = tuple(e["file"] for e in _report.get("misclassified", [])[:60])
-    return html_report(_report, error_crops=dict(zip(files, crops_of(key, files, _report))))
+    return html_report(_report, error_crops=dict(zip(files, views.crops_of(key, files, _report))))
 
 
 def _version(spec: str, gallery: Gallery | None) -> Any:
@@ -71,14 +77,20 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _faces(column, crops: list, captions: list[str], per_row: int = 4) -> None:
-    shown = [(c, t) for c, t in zip(crops, captions) if c is not None]
-    if len(shown) < len(crops):
-        column.caption(f"{len(crops) - len(shown)} face(s) are no longer in the crop cache.")
-    for start in range(0, len(shown), per_row):
-        cells = column.columns(per_row)
-        for cell, (crop, caption) in zip(cells, shown[start:start + per_row]):
-            cell.image(crop, caption=caption, width="stretch")
+def linked_run(wanted: str | None, runs: dict) -> str | None:
+    """The spec of the run named by the URL's ``?run=`` (its name, folder name or path)."""
+    if not wanted:
+        return None
+    if wanted == GENDER:
+        return GENDER
+    return next((spec for spec, run in runs.items() if wanted in (run.name, run.path.name, spec)), None)
+
+
+def _held_out(folder: str) -> str:
+    """A dataset root linked from Train holds split folders: evaluate on its held-out split."""
+    root = Path(folder).expanduser()
+    return next((str(root / s) for s in ("test", "val", "validation", "valid") if (root / s).is_dir()),
+                folder)
 
 
 st.title("Evaluate")
@@ -99,9 +111,22 @@ def _label(spec: str) -> str:
     return f"{run.name} ({run.arch}, {run.task}, {len(run.classes)} classes, {run.status})"
 
 
+# The URL's ?run= and ?data= (links from Train and Runs): applied once per distinct link, so
+# the user can still edit the folder afterwards.
+wanted, wanted_data = st.query_params.get("run"), st.query_params.get("data")
+linked = linked_run(wanted, runs)
+if wanted and linked is None:
+    st.warning(f"The run {wanted!r} from the link is not among the runs with a checkpoint; "
+               "choose a model below.")
+if st.session_state.get(LINKED) != (wanted, wanted_data):
+    st.session_state[LINKED] = (wanted, wanted_data)
+    if wanted_data:
+        st.session_state["data_dir"] = _held_out(wanted_data)
+
 with st.form("evaluate"):
     left, right = st.columns(2)
     spec = left.selectbox("Model", options, format_func=_label,
+                          index=options.index(linked) if linked in options else 0,
                           help="Trained runs (weights/), the reference gender model, or the "
                                "gallery enrolled on the Predict page (2+ people).")
     data_dir = right.text_input("Labelled folder", key="data_dir",
@@ -128,11 +153,19 @@ if not params or params[0] not in options:
 spec, data_dir, unknown_dir, with_map = params
 model = gallery if spec == GALLERY else spec
 key = (spec, _version(spec, gallery), data_dir, unknown_dir, with_map)
-try:
-    report = evaluate(*key, _model=model)
-except (EvaluationError, GalleryError, FileNotFoundError, ValueError) as exc:
-    st.error(str(exc))
-    st.stop()
+held = st.session_state.get(REPORT)
+if held is not None and held[0] == key:
+    report = held[1]   # a plain rerun: no model, no unpickling of a cached copy
+    # The slot evaluate()'s progress bar takes: with the same elements above them, the tabs
+    # below keep their identity, so the tab the user is on stays open across reruns.
+    st.empty()
+else:
+    try:
+        report = evaluate(*key, _model=model)
+    except (EvaluationError, GalleryError, FileNotFoundError, ValueError) as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state[REPORT] = (key, report)
 
 classes = report["classes"]
 st.subheader(f"{report['run']} on {report['data_dir']}")
@@ -154,6 +187,16 @@ cards[1].metric("Top-5 accuracy", _pct(report.get("top5_accuracy")),
 cards[2].metric("Macro F1", f"{report['macro_f1']:.3f}")
 cards[3].metric("Faces (n)", report["n"])
 
+among = None  # class indices matching the search (None: every class)
+if len(classes) > 2:
+    search = st.text_input("Find classes", key="class_search", placeholder="part of a class name",
+                           help="Narrows the per-class table, the matrix and the confused pairs.")
+    if search.strip():
+        among = ev.matching_classes(classes, search)
+        if not among:
+            st.warning(f"No class name contains {search.strip()!r}; showing every class.")
+            among = None
+
 tab_names = ["Confusion matrix", "Per class", "Error review"]
 if "binary" in report:
     tab_names.append("Gender ROC")
@@ -165,56 +208,11 @@ tab_names.append("Export")
 tabs = dict(zip(tab_names, st.tabs(tab_names)))
 
 with tabs["Confusion matrix"]:
-    normalise = st.radio("Values", ["counts", "row-normalised"], horizontal=True) == "row-normalised"
-    top = None
-    if len(classes) > MANY_CLASSES:
-        top = st.slider("Classes shown, most confused first", 5, len(classes), MANY_CLASSES)
-    view = ev.reorder_confusion(report["confusion"], classes, top=top, normalise=normalise) if top \
-        else {"classes": classes, "matrix": (ev.normalise_rows(report["confusion"]).round(3).tolist()
-                                             if normalise else report["confusion"])}
-    heat = go.Figure(go.Heatmap(z=view["matrix"], x=view["classes"], y=view["classes"],
-                                colorscale="Blues", texttemplate="%{z}" if len(view["classes"]) <= 30 else None,
-                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
-    heat.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                       height=max(400, 28 * len(view["classes"]) + 150), margin=dict(t=20))
-    st.plotly_chart(heat, width="stretch")
-
+    views.confusion_tab(report, key, among)
 with tabs["Per class"]:
-    table = pd.DataFrame(report["per_class"])
-    st.dataframe(table, hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.3f") for c in ("accuracy", "precision", "recall", "f1")})
-    metric = st.selectbox("Bar chart of", ["accuracy", "precision", "recall", "f1", "support"])
-    ordered = table.sort_values(metric, na_position="first")
-    st.plotly_chart(px.bar(ordered, x=metric, y="class", orientation="h",
-                           height=max(300, 22 * len(table) + 100)), width="stretch")
-
+    views.per_class_tab(report, among)
 with tabs["Error review"]:
-    pairs = report["confused_pairs"]
-    if not pairs:
-        st.success("No errors: every face was classified right.")
-    else:
-        st.caption("Confused pairs (true -> predicted), most frequent first. Select a row to see "
-                   "those faces next to examples of the class they were taken for.")
-        event = st.dataframe(pd.DataFrame(pairs), hide_index=True, on_select="rerun",
-                             selection_mode="single-row", key="pairs", height=min(400, 35 * (len(pairs) + 1) + 3))
-        rows = event.selection.rows if event is not None else []
-        if not rows:
-            st.caption("Showing the most frequent pair; select another row to change it.")
-        pair = pairs[rows[0] if rows else 0]
-        errors = ev.pair_errors(report, pair["true"], pair["predicted"])
-        examples = ev.class_examples(report, pair["predicted"], k=8)
-        left, right = st.columns(2)
-        left.markdown(f"**{pair['true']}** taken for **{pair['predicted']}** ({len(errors)})")
-        files = tuple(e["file"] for e in errors)
-        _faces(left, crops_of(key, files, report),
-               [f"{e['confidence']:.2f} · {Path(e['file']).name}" if e["confidence"] is not None
-                else Path(e["file"]).name for e in errors])
-        right.markdown(f"Examples of **{pair['predicted']}** (correctly classified)")
-        if not examples:
-            right.caption("No correctly classified face of this class.")
-        files = tuple(e["file"] for e in examples)
-        _faces(right, crops_of(key, files, report),
-               [f"{e['confidence']:.2f} · {Path(e['file']).name}" for e in examples])
+    views.error_review_tab(report, key, among)
 
 if "Gender ROC" in tabs:
     with tabs["Gender ROC"]:
@@ -279,11 +277,7 @@ elif spec == GALLERY or getattr(runs.get(spec), "arch", None) == "dlib_face":
 
 if "Map" in tabs:
     with tabs["Map"]:
-        points = pd.DataFrame(report["embedding_map"])
-        points["result"] = points["correct"].map({True: "right", False: "error"})
-        st.plotly_chart(px.scatter(points, x="x", y="y", color="true", symbol="result",
-                                   symbol_map={"right": "circle", "error": "x"},
-                                   hover_data=["file", "predicted"], height=600), width="stretch")
+        views.map_tab(report, key)
 
 with tabs["Export"]:
     stem = f"facelab-{report['run']}".replace("/", "_").replace(":", "_")

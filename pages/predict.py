@@ -4,7 +4,9 @@ Widgets -> core.predict.predict_photos (one call per photo, cached on its bytes 
 models) -> render. Models load once per process (st.cache_resource); thresholds are applied to
 the cached results, so moving a threshold slider does not re-run detection. A gallery of people
 for the pretrained dlib embedder is enrolled here and kept in the session (the Evaluate page can
-use it too); the behaviour probe at the bottom perturbs one face (core.probe).
+use it too); the behaviour probe at the bottom (pages/_probe.py) perturbs one face (core.probe)
+and shows a Grad-CAM overlay for CNN runs (core.gradcam). ``?run=NAME`` in the URL preselects
+that run.
 """
 from __future__ import annotations
 
@@ -13,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from core import probe
-from core.detection import Face
+from pages._routing import run_through_router
+
+run_through_router()  # before the heavy imports: a deep link on a fresh server
+
+
 from core.gallery import DEFAULT_THRESHOLDS, Gallery, GalleryError, enrol_folder, enrol_photos
 from core.images import IMAGE_EXTENSIONS, ImageError, load_image
-from core.predict import (MAX_TOP_K, crop_faces, crop_settings_of, load_predictor,
-                          predict_photos, whole_image_crop)
+from core.predict import MAX_TOP_K, load_predictor, predict_photos
 from core.render import draw_faces, fit_within
 from core.report import prediction_rows, recognised, to_csv
 from core.runs import list_runs
+from pages._probe import render as render_probe  # the probe panel (pages/_probe.py: not a page)
 
 DISPLAY_SIDE = 1600        # longest side of the photo sent to the browser
 MAX_FACE_DETAILS = 12      # per-face rows shown under a photo; every face is in the CSV
@@ -63,17 +67,6 @@ def analyse(data: bytes, name: str, model_key: tuple, top_k: int, _models: dict)
     return {"result": result, "image": shown, "scale": shown.shape[1] / image.shape[1]}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def probe_sweep(data: bytes, face: dict, model_key: tuple, kind: str, region: str, _model: Any):
-    """The face's crop (cut as the model's training crops) and its sweep rows (core.probe)."""
-    image = load_image(data)
-    settings = crop_settings_of(_model)
-    crop = (crop_faces(image, [Face.from_dict(face)], settings) if face.get("keypoints")
-            else whole_image_crop(image, settings))[0]
-    return crop, probe.sweep(crop, kind, probe.scorer_for(_model), region=region,
-                             margin=settings.margin)
-
-
 def _label(spec: str, runs: dict, gallery: Gallery | None) -> str:
     # No session_state in here: a format_func may be called outside the script run.
     if spec == GALLERY:
@@ -86,6 +79,13 @@ def _label(spec: str, runs: dict, gallery: Gallery | None) -> str:
 
 def _show_name(spec: str, runs: dict) -> str:
     return GALLERY if spec == GALLERY else GENDER if spec == GENDER else runs[spec].name
+
+
+def linked_run(wanted: str | None, runs: dict) -> str | None:
+    """The spec of the run named by the URL's ``?run=`` (its name, folder name or path)."""
+    if not wanted:
+        return None
+    return next((spec for spec, run in runs.items() if wanted in (run.name, run.path.name, spec)), None)
 
 
 # -- page ------------------------------------------------------------------------------------------
@@ -161,7 +161,13 @@ with st.expander("Gallery: enrol people for the pretrained face embedder",
 
 # Models: up to two identity models side by side, plus gender from the reference model.
 options = [GALLERY, *runs, GENDER]
-default = [GALLERY] if gallery is not None and len(gallery) else []
+# ?run=NAME (the Train and Runs pages link here with it) preselects that run.
+wanted = st.query_params.get("run")
+linked = linked_run(wanted, runs)
+if wanted and linked is None:
+    st.warning(f"The run {wanted!r} from the link is not among the runs with a checkpoint; "
+               "choose a model below.")
+default = [linked] if linked else [GALLERY] if gallery is not None and len(gallery) else []
 left, right = st.columns([3, 2])
 chosen = left.multiselect("Models (up to two, side by side)", options, default=default,
                           max_selections=2, format_func=lambda s, g=gallery: _label(s, runs, g))
@@ -291,56 +297,4 @@ thresholds = {n: (similarity if isinstance(models[n], Gallery) or getattr(models
 st.download_button("Download the results (CSV)", to_csv(prediction_rows(results, thresholds)),
                    file_name="facelab-predictions.csv", mime="text/csv")
 
-# -- behaviour probe -------------------------------------------------------------------------------
-st.divider()
-st.subheader("Behaviour probe")
-candidates = [(n, d, r["faces"][j]) for (n, d), r in zip(inputs, results) if r.get("faces")
-              for j in range(len(r["faces"]))]
-if not candidates or not models:
-    st.info("A photo with a face and a chosen model are needed to probe how the model behaves.")
-    st.stop()
-counts: dict[str, int] = {}
-labels = []
-for n, _, _ in candidates:
-    counts[n] = counts.get(n, 0) + 1
-    labels.append(f"{n}, face {counts[n]}")
-left, right = st.columns([1, 2])
-pick = left.selectbox("Face", range(len(candidates)), format_func=lambda i: labels[i])
-probe_model = left.selectbox("Model", list(models))
-kind = left.radio("Perturbation", list(probe.PERTURBATIONS), horizontal=True)
-spec = probe.PERTURBATIONS[kind]
-region = left.selectbox("Patch over", probe.REGIONS) if kind == "occlusion" else "eyes"
-value = left.slider(f"{kind} ({spec.unit})", spec.low, spec.high, spec.identity, spec.step,
-                    key=f"probe_{kind}", help=spec.help)
-name, data, face = candidates[pick]
-key = next(k for k in model_key if k[0] == probe_model)
-with st.spinner("Probing..."):
-    crop, rows = probe_sweep(data, {k: face[k] for k in ("box", "confidence", "keypoints")},
-                             key, kind, region, models[probe_model])
-    settings = crop_settings_of(models[probe_model])
-    changed = probe.apply(crop, kind, value, region=region, margin=settings.margin)
-    names, scores = probe.scorer_for(models[probe_model])(changed[None])
-best = int(scores[0].argmax())
-with left:
-    a, b = st.columns(2)
-    a.image(crop, caption="original", width=140)
-    b.image(changed, caption=f"{names[best]} {float(scores[0][best]):.3f}", width=140)
-frame = pd.DataFrame(rows)
-measure = "similarity" if isinstance(models[probe_model], Gallery) else "probability"
-figure = px.line(frame, x="value", y="ref_prob", markers=True,
-                 labels={"value": f"{kind} ({spec.unit})", "ref_prob": measure})
-figure.data[0].name = f"original answer: {rows[0]['ref_label']}"
-figure.data[0].showlegend = True
-tops = px.scatter(frame, x="value", y="prob", color="label", symbol_sequence=["diamond"])
-for trace in tops.data:
-    trace.name = f"top label: {trace.name}"
-    figure.add_trace(trace)
-figure.add_vline(x=value, line_dash="dash", line_color="grey")
-figure.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), yaxis_range=[
-    min(0.0, float(frame[["prob", "ref_prob"]].min().min())), 1.02], legend_title_text="")
-right.plotly_chart(figure, width="stretch")
-right.caption(f"How the answer for {labels[pick]} moves as the {spec.help} changes; the dashed "
-              "line is the slider's value.")
-right.dataframe(frame[["value", "label", "prob", "ref_prob"]].rename(
-    columns={"label": "top label", "prob": measure, "ref_prob": f"{measure} of {rows[0]['ref_label']}"}),
-    hide_index=True, height=200)
+render_probe(inputs, results, models, model_key)

@@ -148,3 +148,63 @@ def test_session_gallery_with_open_set(face_data, tmp_path):
     slider.set_value(1.0)
     _ok(at.run())
     assert any(c.value.startswith("At 1.00: TAR 0.0%, FAR 0.0%") for c in at.caption)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_link_search_map_and_no_recompute_on_rerun(tmp_path_factory, face_data, monkeypatch):
+    """?run=&data= (the Train and Runs links) preselect the run and prefill the held-out split;
+    the t-SNE map is drawn; the class search narrows the table, matrix and pairs; and once the
+    report is on show, reruns never evaluate again (even with every cache cleared)."""
+    import streamlit as st
+
+    import core.evaluate
+    from tests.conftest import tiny_run
+
+    run, cache, data = tiny_run(tmp_path_factory, face_data)
+    monkeypatch.setenv("FACELAB_RUNS", str(run.parent))
+    monkeypatch.setenv("FACELAB_CACHE", str(cache))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = run.name
+    at.query_params["data"] = str(data)  # the dataset root: its val/ split is prefilled
+    _ok(at.run())
+    assert at.selectbox[0].value == str(run)
+    assert at.text_input(key="data_dir").value == str(data / "val")
+    at.checkbox[0].set_value(True)  # the t-SNE map
+    next(b for b in at.button if b.label == "Evaluate").click()
+    _ok(at.run())
+    assert not at.error, [e.value for e in at.error]
+    assert "Map" in [t.label for t in at.tabs]
+    assert any(i.value.startswith("Select points on the map") for i in at.info)
+    assert len(at.get("plotly_chart")) >= 3  # matrix, per-class bars, map
+
+    # From here on the report comes from the session: make any new evaluation fail loudly.
+    def no_more(*args, **kwargs):
+        raise AssertionError("evaluate_run called on a plain rerun")
+
+    monkeypatch.setattr(core.evaluate, "evaluate_run", no_more)
+    st.cache_data.clear()
+    at.text_input(key="class_search").set_value("MADONNA")
+    _ok(at.run())
+    assert list(at.dataframe[0].value["class"]) == ["madonna"]
+    assert any(c.value.startswith("1 class(es) match the search") for c in at.caption)
+    if len(at.dataframe) > 1:  # confused pairs, all about madonna
+        pairs = at.dataframe[1].value
+        assert all("madonna" in (t, p) for t, p in zip(pairs["true"], pairs["predicted"]))
+    else:
+        assert any("No confused pair involves" in i.value for i in at.info)
+    at.radio[0].set_value("row-normalised")
+    _ok(at.run())
+    at.text_input(key="class_search").set_value("nobody")
+    _ok(at.run())
+    assert any("No class name contains 'nobody'" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) == 5
+
+
+def test_unknown_run_in_the_link_says_so():
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = "no-such-run"
+    at.query_params["data"] = "/nowhere/val"
+    _ok(at.run())
+    assert any("'no-such-run' from the link" in w.value for w in at.warning)
+    assert at.text_input(key="data_dir").value == "/nowhere/val"

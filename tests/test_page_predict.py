@@ -125,3 +125,46 @@ def test_huge_and_empty_files_are_refused_clearly():
     assert errors[1].startswith("empty.jpg: ") and "empty" in errors[1]
     # No face, no probe: the probe says what it needs instead of failing.
     assert any("needed to probe" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_run_from_the_url_is_preselected_and_the_probe_shows_gradcam(trained_run, face_data,
+                                                                   monkeypatch):
+    """?run=NAME (the Train and Runs pages link with it) preselects the run; the probe panel of
+    a CNN run shows the crop and its Grad-CAM overlay, for the predicted or a chosen class."""
+    run, cache, _ = trained_run
+    monkeypatch.setenv("FACELAB_RUNS", str(run.parent))
+    monkeypatch.setenv("FACELAB_CACHE", str(cache))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = run.name
+    _ok(at.run())
+    assert at.multiselect[0].value == [str(run)], at.multiselect[0].value
+    at.checkbox[0].set_value(False)  # identity only
+    photo = sorted((face_data / "five_celeb" / "val" / "madonna").iterdir())[0]
+    at.file_uploader(key="photos").set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
+    _ok(at.run())
+    assert not at.error, [e.value for e in at.error]
+    assert any(m.value.startswith("**Grad-CAM**") for m in at.markdown)
+    captions = [c for image in at.image for c in image.captions]
+    assert captions[-2] == "face crop", captions
+    predicted = captions[-1]
+    assert predicted.split()[0] in ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna",
+                                    "mindy_kaling"), captions
+    target = at.selectbox(key="gradcam_target")
+    other = next(c for c in target.options[1:] if c != predicted.split()[0])
+    target.set_value(other)
+    _ok(at.run())
+    assert [c for image in at.image for c in image.captions][-1].startswith(f"{other} 0.")
+    assert any(f"raised the score of **{other}**" in c.value for c in at.caption)
+
+
+def test_unknown_run_in_the_url_and_no_gradcam_for_the_reference_model(astronaut):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.query_params["run"] = "no-such-run"
+    _ok(at.run())
+    assert any("'no-such-run' from the link" in w.value for w in at.warning)
+    assert at.multiselect[0].value == []
+    at.file_uploader(key="photos").set_value([("astronaut.png", _png(astronaut), "image/png")])
+    _ok(at.run())
+    # The probe runs on the reference gender model, which Grad-CAM cannot explain: it says so.
+    assert any("Grad-CAM is not available" in c.value for c in at.caption)

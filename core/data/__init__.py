@@ -19,4 +19,16 @@ __all__ = [
     "ClassCapSampler", "CropDataset", "DatasetError", "DatasetSpec", "SplitData",
     "build_transforms", "class_counts", "discover_dataset", "load_crops", "load_split",
     "make_sampler",
+    # core.data.insights (loaded on first use: `python -m core.data.insights` would otherwise
+    # import itself twice)
+    *(_INSIGHTS := ("Coverage", "Overview", "Suspects", "class_warnings", "dataset_coverage",
+                    "dataset_overview", "find_suspects")),
 ]
+
+
+def __getattr__(name: str):
+    if name in _INSIGHTS:
+        from core.data import insights
+
+        return getattr(insights, name)
+    raise AttributeError(f"module 'core.data' has no attribute {name!r}")

@@ -1,7 +1,9 @@
-"""From a :class:`DatasetSpec` to tensors in memory, augmentation and class balancing.
+"""From a :class:`DatasetSpec` to crop tensors, augmentation and class balancing.
 
-Crops are read from the crop cache once per split into one ``uint8`` tensor (N, 3, S, S); the
-training loop then indexes memory only: no file I/O and no decoding per image per epoch.
+A split's crops are one ``uint8`` tensor (N, 3, S, S) memory-mapped from an array file in the
+cache folder (``core.data.arrays``: written once in bounded chunks, reused by later runs), so a
+split of 200,000 photos is never held in RAM: the training loop reads the rows of each batch
+(no decoding, no per-image Python) and the OS page cache keeps what fits.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ BALANCE_MODES = ("none", "weighted", "cap")
 
 
 class SplitData(tuple):
-    """``(images uint8 (N,3,S,S), labels int64 (N,), records)``; unpacks as a 3-tuple.
+    """``(images uint8 (N,3,S,S) memory-mapped, labels int64 (N,), records)``; unpacks as a 3-tuple.
 
     Extra attributes: ``paths`` (N paths, row order) and ``skipped`` ([(path, error)] for files
     that could not be read and are therefore not in the tensors).
@@ -37,20 +39,30 @@ class SplitData(tuple):
 
 
 def load_split(spec: DatasetSpec, split: str, cache: CropCache | None = None, *,
-               detector=None, batch_size: int = 8, callback=None,
-               prepare_missing: bool = True) -> SplitData:
+               size: int | None = None, images: bool = True, detector=None, batch_size: int = 8,
+               callback=None, array_callback=None, prepare_missing: bool = True,
+               skip_missing: bool = False) -> SplitData:
     """Crops and labels of one split, from the cache (preparing the photos not in it yet).
 
     Args:
         spec: from :func:`discover_dataset`.
         split: "train", "val" or "test".
         cache: crop cache (its settings decide crop size and margin); default ``CropCache()``.
+        size: side of the returned images (default: the crop size); resized once, when the
+            split's array file is built.
+        images: False returns ``images=None`` (e.g. for embedding architectures, which read
+            crops from the cache in batches themselves).
         detector, batch_size, callback: passed to :func:`core.prepare.prepare` for missing photos.
+        array_callback: ``(done, total)`` while the split's array file is written (first time).
         prepare_missing: False raises instead of detecting (e.g. inside a time-boxed UI call).
+        skip_missing: with ``prepare_missing=False``, leave photos that are not in the cache out
+            (as skipped) instead of raising: what a reader rank does after the writer rank
+            prepared the split (a photo whose detection failed there is missing here too).
 
     Returns:
-        :class:`SplitData`: ``images, labels, records = load_split(...)``. Unreadable files are
-        left out (listed in ``.skipped`` and warned about).
+        :class:`SplitData`: ``images, labels, records = load_split(...)``; ``images`` is
+        memory-mapped (see ``core.data.arrays``). Unreadable files are left out (listed in
+        ``.skipped`` and warned about).
     """
     cache = cache if cache is not None else CropCache()
     if split not in spec.samples:
@@ -59,7 +71,7 @@ def load_split(spec: DatasetSpec, split: str, cache: CropCache | None = None, *,
     paths = [p for p, _ in samples]
     records = cache.lookup_many(paths)
     missing = [p for p, r in zip(paths, records) if r is None]
-    if missing:
+    if missing and not (skip_missing and not prepare_missing):
         if not prepare_missing:
             raise DatasetError(f"{len(missing)} photo(s) of the {split} split are not in the crop "
                                f"cache {cache.root}; run: python -m core.prepare {spec.root}")
@@ -79,9 +91,13 @@ def load_split(spec: DatasetSpec, split: str, cache: CropCache | None = None, *,
                       f"{skipped[0][0]}: {skipped[0][1]}", stacklevel=2)
     if not kept:
         raise DatasetError(f"no usable photos in the {split} split of {spec.root}")
-    images = torch.from_numpy(cache.crops([r for _, _, r in kept], channels_first=True))
+    tensor = None
+    if images:
+        from core.data.arrays import crop_array
+
+        tensor = crop_array(cache, [r.sha for _, _, r in kept], size, callback=array_callback)
     labels = torch.tensor([y for _, y, _ in kept], dtype=torch.int64)
-    return SplitData(images, labels, [r for _, _, r in kept], [p for p, _, _ in kept], skipped)
+    return SplitData(tensor, labels, [r for _, _, r in kept], [p for p, _, _ in kept], skipped)
 
 
 load_crops = load_split  # the name used in the team contract
@@ -112,7 +128,8 @@ def build_transforms(image_size: int, augment: bool = False, *,
 
 
 class CropDataset(Dataset):
-    """In-memory crops with labels; ``transform`` runs per sample on the uint8 tensor."""
+    """Crops (in memory or memory-mapped) with labels; ``transform`` runs per sample on the
+    uint8 tensor."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:

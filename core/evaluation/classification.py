@@ -162,7 +162,22 @@ def confused_pairs(confusion: Any, classes: Sequence[str], *, min_count: int = 1
     return [{"true": classes[r], "predicted": classes[c], "count": count} for count, r, c in cells]
 
 
-def confusion_order(confusion: Any, *, top: int | None = None) -> list[int]:
+def matching_classes(classes: Sequence[str], query: str | None) -> list[int]:
+    """Indices of the classes whose name contains ``query`` (case-insensitive; spaces, dashes
+    and underscores alike), in class order; every class for an empty query.
+
+    With 100+ classes the Evaluate page's search box narrows the table, the matrix and the
+    confused pairs to the people someone is looking for.
+    """
+    def norm(text: str) -> str:
+        return "".join(ch for ch in str(text).lower() if ch not in " -_")
+
+    wanted = norm(query or "")
+    return [i for i, name in enumerate(classes) if wanted in norm(name)]
+
+
+def confusion_order(confusion: Any, *, top: int | None = None,
+                    among: Sequence[int] | None = None) -> list[int]:
     """Class indices ordered "most confused first", with confused classes next to each other.
 
     With 100+ classes a full matrix is unreadable; this ordering puts the errors in the top-left
@@ -173,12 +188,19 @@ def confusion_order(confusion: Any, *, top: int | None = None) -> list[int]:
     Args:
         confusion: square matrix, rows true, columns predicted.
         top: keep only the first ``top`` classes of the ordering.
+        among: order only these classes and the classes they are confused with (either
+            direction), e.g. the matches of a class search; the others are left out.
     """
     matrix = np.asarray(confusion, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"confusion must be a square matrix, got shape {matrix.shape}")
     off = matrix.copy()
     np.fill_diagonal(off, 0.0)
+    if among is not None:
+        chosen = np.zeros(matrix.shape[0], dtype=bool)
+        chosen[np.asarray(list(among), dtype=np.int64)] = True
+        # Keep the cells that touch a chosen class; every other cell is not this search's business.
+        off[~chosen[:, None] & ~chosen[None, :]] = 0.0
     symmetric = np.triu(off + off.T, k=1)
     rows, cols = np.nonzero(symmetric)
     pairs = sorted(zip(symmetric[rows, cols], rows, cols), key=lambda p: (-p[0], p[1], p[2]))
@@ -189,22 +211,25 @@ def confusion_order(confusion: Any, *, top: int | None = None) -> list[int]:
             if index not in seen:
                 seen.add(index)
                 order.append(index)
-    order.extend(i for i in range(matrix.shape[0]) if i not in seen)
+    rest = range(matrix.shape[0]) if among is None else sorted(set(int(i) for i in among))
+    order.extend(i for i in rest if i not in seen)
     return order[:top] if top is not None else order
 
 
 def reorder_confusion(confusion: Any, classes: Sequence[str], *, top: int | None = None,
-                      normalise: bool = False) -> dict[str, Any]:
+                      normalise: bool = False, among: Sequence[int] | None = None) -> dict[str, Any]:
     """The confusion matrix restricted to / reordered by :func:`confusion_order`.
 
     Rows keep their full support when ``top`` cuts columns, so row-normalised values stay the
     fraction of that class's samples (the errors into classes left out are simply not shown).
+    ``among`` restricts it to some classes and their confusion partners (see
+    :func:`confusion_order`).
 
     Returns:
         ``{"classes": [...], "matrix": [[...]], "normalised": bool}``.
     """
     matrix = np.asarray(confusion, dtype=np.float64)
-    order = confusion_order(matrix, top=top)
+    order = confusion_order(matrix, top=top, among=among)
     values = normalise_rows(matrix) if normalise else matrix
     sub = values[np.ix_(order, order)]
     return {

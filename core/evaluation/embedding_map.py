@@ -51,3 +51,28 @@ def embedding_map(features: Any, true: Sequence[str], predicted: Sequence[str] |
             row["file"] = str(files[i])
         points.append(row)
     return points
+
+
+def map_points(report: dict[str, Any], indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The report's map points joined with each face's confidence (for hover text and the
+    faces shown under the map).
+
+    Args:
+        report: an evaluation report with ``embedding_map`` (and ``predictions``).
+        indices: keep only the points with these ``index`` values (a chart selection), in this
+            order; unknown indices are skipped. ``None``: every point.
+
+    Returns:
+        The ``embedding_map`` rows plus ``confidence`` (``None`` when unknown).
+    """
+    predictions = report.get("predictions") or []
+    points = report.get("embedding_map") or []
+    if indices is not None:
+        by_index = {p["index"]: p for p in points}
+        points = [by_index[int(i)] for i in dict.fromkeys(indices) if int(i) in by_index]
+    out = []
+    for point in points:
+        i = point["index"]
+        row = predictions[i] if 0 <= i < len(predictions) else {}
+        out.append({**point, "confidence": row.get("confidence")})
+    return out

@@ -6,6 +6,7 @@ and fail under CI=true (tests.conftest.require).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,21 +65,26 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="session")
-def app_url(browser, tmp_path_factory) -> Iterator[str]:
-    """Start the dashboard exactly as `make run` does, on a free port; stop it at the end."""
-    workdir = tmp_path_factory.mktemp("streamlit")
+@contextlib.contextmanager
+def streamlit_server(workdir: Path, env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start the dashboard exactly as `make run` does, on a free port, with its runs and caches
+    under ``workdir``; yields ``(url, process)`` and stops the whole process tree at the end.
+
+    Tests that need their own server (e.g. to SIGKILL it mid-run) use this directly; ``env``
+    overrides variables (FACELAB_RUNS, FACELAB_CACHE, ...).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "streamlit.log"
     port = _free_port()
     # Runs and caches in tmp: the tests never touch the repository's weights/.
     env = {**os.environ, "FACELAB_CACHE": str(workdir / "cache"), "FACELAB_RUNS": str(workdir / "runs"),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **(env or {})}
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                # no reruns when a source file changes while the tests run
                "--server.fileWatcherType", "none"]
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         # Own process group (start_new_session) so the whole tree is stopped at the end.
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,9 +106,22 @@ def app_url(browser, tmp_path_factory) -> Iterator[str]:
                             f"{log_path}:\n{_tail(log_path)}")
             time.sleep(0.5)
         print(f"\nstreamlit at {url}, log {log_path}")
-        yield url
+        yield url, server
     finally:
         _stop(server)
+
+
+@pytest.fixture(scope="session")
+def app_dir(tmp_path_factory) -> Path:
+    """The shared server's folder: its runs are in ``app_dir / "runs"``, caches in ``cache``."""
+    return tmp_path_factory.mktemp("streamlit")
+
+
+@pytest.fixture(scope="session")
+def app_url(browser, app_dir) -> Iterator[str]:
+    """The dashboard shared by the browser tests (one server per session)."""
+    with streamlit_server(app_dir) as (url, _server):
+        yield url
 
 
 def _stop(server: subprocess.Popen) -> None:

@@ -21,9 +21,11 @@ def test_gender_evaluation_and_error_review(page: Page, app_url, face_data, tmp_
         (data / gender).mkdir(parents=True)
         for photo in sorted((face_data / "utkface_gender" / gender).iterdir())[:10]:
             (data / gender / photo.name).symlink_to(photo)
-    page.goto(f"{app_url}/evaluate")
+    # ?run= chooses the model: other tests may have trained runs into this server's runs root.
+    page.goto(f"{app_url}/evaluate?run=reference:gender")
     expect(page.get_by_role("heading", name="Evaluate")).to_be_visible()
     _idle(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile("^reference:gender"))
     page.get_by_label("Labelled folder", exact=True).and_(page.get_by_role("textbox")).fill(str(data))
     page.get_by_role("button", name="Evaluate").click()
     expect(page.get_by_test_id("stMetric").filter(has_text="Faces (n)")).to_contain_text("20")

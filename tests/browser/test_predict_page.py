@@ -102,3 +102,31 @@ def test_probe_slider_moves_the_answer(page: Page, app_url, face_data, screensho
     _idle(page)
     _no_trace(page)
     screenshot(page, "2-probe-rotated")
+
+
+def test_bad_input_gets_clear_messages(page: Page, app_url, face_data, tmp_path, screenshot):
+    """A text file named .jpg, a huge image (a PNG whose header declares 30000 x 20000 pixels:
+    what a decompression bomb looks like) and a real photo with no face: one clear message each,
+    no stack trace."""
+    from tests.test_app import _png_header_only
+
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("This is a shopping list, not a photo.\n")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header_only(30_000, 20_000))
+    no_face = face_data / "scenes" / "nonface" / "skimage__coffee.png"
+    _open(page, app_url)
+    _upload(page, notes, huge, no_face)
+    expect(page.get_by_text(re.compile(r"^No face found in skimage__coffee\.png"))).to_be_visible()
+    _idle(page)
+    errors = page.get_by_test_id("stAlertContentError")
+    expect(errors).to_have_count(2)
+    expect(errors.nth(0)).to_contain_text("notes.jpg: ")
+    expect(errors.nth(0)).to_contain_text("not an image")
+    expect(errors.nth(1)).to_contain_text("huge.png: ")
+    expect(errors.nth(1)).to_contain_text("too large")
+    # No face anywhere: the probe says what it needs instead of failing.
+    expect(page.get_by_text("A photo with a face and a chosen model are needed")).to_be_visible()
+    _no_trace(page)
+    _scroll_to(page.get_by_role("heading", name="notes.jpg"))
+    screenshot(page, "1-bad-input")
