@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         subset = _link_subset(files[:args.train_photos], work / "train-subset")
         trains = [bench_train(subset, train_cache, work, procs, args) for procs in (1, 2)]
 
-        print(f"\npreparation (detect + align + store, 160 px crops, fresh cache each; "
+        print("\npreparation (detect + align + store, 160 px crops, fresh cache each; "
               f"subprocess peak RSS)")
         print(f"  {'photos':>7} {'seconds':>9} {'photos/s':>9} {'peak RSS MB':>12} "
               f"{'RSS before MB':>14} {'cache MB':>9} {'no face':>8}")

@@ -30,11 +30,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from core.detection import DetectorConfig, Face, get_detector
-# FIXME: _predict_one and _font are private to their modules; _predict_one is the one place that
-# labels crops for galleries, embedding runs and classifiers alike, so it is reused rather than
-# copied (a public core.predict.predict_crops would be the clean fix).
-from core.predict import _predict_one, crop_faces, crop_settings_of, predictor_name
-from core.render import _font, draw_faces
+from core.predict import crop_faces, crop_settings_of, predict_crops, predictor_name
+from core.render import draw_faces, label_font
 from core.tracking import Track, match_tracks, scaled
 
 MAX_DETECT_EVERY = 30
@@ -222,7 +219,7 @@ class LiveProcessor:
             for model in (config.gender, config.identity):
                 if model is not None:
                     try:
-                        _predict_one(model, crop, top_k=1, threshold=None)
+                        predict_crops(model, crop, top_k=1, threshold=None)
                     except Exception:  # noqa: BLE001 - labelling reports its own errors later
                         pass
 
@@ -302,7 +299,7 @@ class LiveProcessor:
                     new = [gender_text(tuple(model.classes), p) for p in probs]
                 else:
                     new = [identity_text(p) for p in
-                           _predict_one(model, crops, top_k=1, threshold=settings.threshold)]
+                           predict_crops(model, crops, top_k=1, threshold=settings.threshold)]
             except Exception as exc:  # noqa: BLE001 - a model failing must not end the stream
                 self._error = f"{predictor_name(model)}: {type(exc).__name__}: {exc}"
                 new = ["?"] * len(todo)
@@ -315,7 +312,7 @@ class LiveProcessor:
         canvas = Image.fromarray(image)
         draw = ImageDraw.Draw(canvas)
         text = f"{self._fps():.1f} fps"
-        font = _font(max(12, round(max(image.shape[:2]) / 30)))
+        font = label_font(max(12, round(max(image.shape[:2]) / 30)))
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = 4
         draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=(0, 0, 0))

@@ -132,9 +132,11 @@ def _top(labels: Sequence[str], values: np.ndarray, k: int) -> list[dict[str, An
     return [{"label": str(labels[i]), "prob": round(float(values[i]), 6)} for i in order]
 
 
-def _predict_one(predictor: Any, crops: np.ndarray, *, top_k: int,
+def predict_crops(predictor: Any, crops: np.ndarray, *, top_k: int,
                  threshold: float | None) -> list[dict[str, Any]]:
-    """Per-crop predictions of one predictor: {"top", "recognised", "kind", ...}."""
+    """Per-crop predictions of one predictor (a run's model, a gallery or an embedding run) for
+    aligned crops ``(N, H, W, 3)`` uint8: one ``{"top", "recognised", "kind", ...}`` per crop.
+    The one place that labels crops, used by :func:`predict_photos` and the live camera."""
     if isinstance(predictor, Gallery):
         embeddings = get_embedder(predictor.embedder, margin=crop_settings_of(predictor).margin)(crops)
         out = []
@@ -271,7 +273,7 @@ def predict_photos(images: Sequence[Any], predictors: Any, *, top_k: int = 5,
                 by_settings[settings] = (crop_faces(array, faces, settings) if faces
                                          else whole_image_crop(array, settings))
             try:
-                preds = _predict_one(model, by_settings[settings], top_k=top_k,
+                preds = predict_crops(model, by_settings[settings], top_k=top_k,
                                      threshold=thresholds.get(name))
             except GalleryError as exc:
                 preds = [{"error": str(exc)}] * len(face_rows)

@@ -25,7 +25,7 @@ def _field(face: Any, name: str) -> Any:
     return getattr(face, name, None)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         # Pillow >= 10.1 ships a scalable default font; older ones only the tiny bitmap one.
         return ImageFont.load_default(size=size)
@@ -73,7 +73,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[Any],
     longest = max(height, width)
     line = max(2, round(longest / 300))
     radius = max(3, round(longest / 200))
-    font = _font(max(12, round(longest / 40)))
+    font = label_font(max(12, round(longest / 40)))
 
     for face, label in zip(faces, labels):
         x1, y1, x2, y2 = (float(v) for v in _field(face, "box"))

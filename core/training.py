@@ -20,9 +20,7 @@ Distributed (torchrun): only rank 0 writes; the sampler is sharded by rank; see 
 from __future__ import annotations
 
 import math
-import os
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable

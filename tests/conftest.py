@@ -47,6 +47,15 @@ def cache_dir(tmp_path_factory, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own empty runs folder: no test lists or writes the repository's
+    weights/ (tests that need runs train them, or point FACELAB_RUNS elsewhere)."""
+    path = tmp_path_factory.mktemp("facelab-runs")
+    monkeypatch.setenv("FACELAB_RUNS", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real photo with one face that ships with scikit-image (no data folder needed)."""
@@ -83,6 +92,20 @@ def _env(cache: Path) -> dict:
     return {**os.environ, "FACELAB_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
 
 
+def five_slice(face_data: Path, root: Path, *, train: int = 4, val: int = 3) -> Path:
+    """``train`` + ``val`` photos per five_celeb person under ``root/train`` and ``root/val``,
+    as symlinks (the data is never copied); the first ones by name, so every caller's slice
+    shares its crops in the session cache."""
+    for split, count in (("train", train), ("val", val)):
+        for person in FIVE:
+            folder = root / split / person
+            folder.mkdir(parents=True, exist_ok=True)
+            for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
+                if not (folder / photo.name).exists():
+                    (folder / photo.name).symlink_to(photo)
+    return root
+
+
 def tiny_run(tmp_path_factory, face_data: Path) -> tuple[Path, Path, Path]:
     """A 1-epoch, 64 px resnet18 trained by the real CLI on a slice of five_celeb (once per
     session): 4 train and 3 val photos per person, as symlinks (detection dominates the time).
@@ -94,13 +117,7 @@ def tiny_run(tmp_path_factory, face_data: Path) -> tuple[Path, Path, Path]:
     base = tmp_path_factory.getbasetemp()
     run, cache, data = base / "tiny-run", _shared_cache(tmp_path_factory), base / "five-small"
     if not (run / "checkpoint.pt").exists():
-        for split, count in (("train", 4), ("val", 3)):
-            for person in FIVE:
-                folder = data / split / person
-                folder.mkdir(parents=True, exist_ok=True)
-                for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
-                    if not (folder / photo.name).exists():
-                        (folder / photo.name).symlink_to(photo)
+        five_slice(face_data, data, train=4, val=3)
         cmd = [sys.executable, "-m", "core.train", "--data", str(data), "--arch", "resnet18",
                "--out", str(run), "--epochs", "1", "--image-size", "64", "--batch-size", "16",
                "--device", "cpu", "--no-progress", "--seed", "0"]

@@ -50,7 +50,11 @@ def test_router_opens_the_detect_page_with_instructions():
 
 
 @pytest.mark.parametrize("page, title", [("pages/predict.py", "Predict"),
-                                         ("pages/evaluate.py", "Evaluate")])
+                                         ("pages/live.py", "Live camera"),
+                                         ("pages/evaluate.py", "Evaluate"),
+                                         ("pages/dataset.py", "Dataset"),
+                                         ("pages/train.py", "Train"),
+                                         ("pages/runs.py", "Runs")])
 def test_router_reaches_every_page(page, title):
     at = _app()
     at.switch_page(page).run()

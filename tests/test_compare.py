@@ -17,7 +17,7 @@ import pytest
 from core import compare as cmp
 from core.runs import RUN_JSON, list_runs, load_run
 from core.storage import process_identity
-from tests.conftest import FIVE, ROOT, _env, _shared_cache
+from tests.conftest import FIVE, ROOT, _env, _shared_cache, five_slice
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,7 @@ RUN_ARGS = {"r18-a": ["--epochs", "2", "--lr", "0.001"],
 
 def small_data(base: Path, face_data: Path) -> Path:
     """4 train + 3 val photos per five_celeb person, as symlinks (the data is never copied)."""
-    data = base / "five-runs"
-    for split, count in (("train", 4), ("val", 3)):
-        for person in FIVE:
-            folder = data / split / person
-            folder.mkdir(parents=True, exist_ok=True)
-            for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
-                if not (folder / photo.name).exists():
-                    (folder / photo.name).symlink_to(photo)
-    return data
+    return five_slice(face_data, base / "five-runs", train=4, val=3)
 
 
 def train_command(data: Path, out: Path, *args: str) -> list[str]:

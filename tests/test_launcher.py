@@ -14,21 +14,14 @@ import pytest
 from core import launcher, runs
 from core.config import TrainConfig
 from core.launcher import LaunchError, active_run, launch, run_state, stop_run
-from tests.conftest import FIVE, _shared_cache
+from tests.conftest import FIVE, _shared_cache, five_slice
 
 WAIT = 900  # seconds: detection of the slice's faces (first run) plus a few tiny epochs
 
 
 def slice_of_five(face_data: Path, root: Path, train: int = 4, val: int = 2) -> Path:
     """``train`` + ``val`` photos per person of five_celeb, as symlinks under ``root``."""
-    for split, count in (("train", train), ("val", val)):
-        for person in FIVE:
-            folder = root / split / person
-            folder.mkdir(parents=True, exist_ok=True)
-            for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
-                if not (folder / photo.name).exists():
-                    (folder / photo.name).symlink_to(photo)
-    return root
+    return five_slice(face_data, root, train=train, val=val)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """core.predict: every face of a real photo labelled by every run; bad files do not stop a run."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

@@ -2,7 +2,6 @@
 runs on five_celeb (in process): dlib_face head, stop request, failure handling."""
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from pathlib import Path

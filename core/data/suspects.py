@@ -9,7 +9,6 @@ under the same key as training and galleries, so a second look costs no embeddin
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from pathlib import Path
 
 import numpy as np

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.conftest import FIVE, ROOT, _env
+from tests.conftest import ROOT, _env, five_slice
 
 RUN = "browser-eval-r18"
 
@@ -29,13 +29,7 @@ def _scroll_to(locator) -> None:
 def _train(app_dir: Path, face_data: Path, tmp_path: Path) -> Path:
     """A 1-epoch, 48 px resnet18 on 4 photos per person (symlinks), into the server's runs root
     and its crop cache (so the page finds the run, and the crops are cached for it)."""
-    data = tmp_path / "five-slice"
-    for split, count in (("train", 4), ("val", 2)):
-        for person in FIVE:
-            folder = data / split / person
-            folder.mkdir(parents=True)
-            for photo in sorted((face_data / "five_celeb" / split / person).iterdir())[:count]:
-                (folder / photo.name).symlink_to(photo)
+    data = five_slice(face_data, tmp_path / "five-slice", train=4, val=2)
     run = app_dir / "runs" / RUN
     cmd = [sys.executable, "-m", "core.train", "--data", str(data), "--arch", "resnet18",
            "--out", str(run), "--epochs", "1", "--image-size", "48", "--batch-size", "16",
