@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         trains = [bench_train(subset, train_cache, work, procs, args) for procs in (1, 2)]
 
         print("\npreparation (detect + align + store, 160 px crops, fresh cache each; "
-              f"subprocess peak RSS)")
+              "subprocess peak RSS)")
         print(f"  {'photos':>7} {'seconds':>9} {'photos/s':>9} {'peak RSS MB':>12} "
               f"{'RSS before MB':>14} {'cache MB':>9} {'no face':>8}")
         for r in rows:
