@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages._routing import router_ran
+
 st.set_page_config(page_title="FaceLab", page_icon=":material/face:", layout="wide")
 
 
@@ -38,6 +40,7 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+router_ran()
 
 
 def _active_runs() -> list[str]:

@@ -20,8 +20,10 @@ def test_deep_link_on_a_fresh_server_gets_the_router(browser, tmp_path, screensh
             page.goto(f"{url}/runs")  # the very first session of this server
             expect(page.get_by_role("heading", name="Runs")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             nav = page.get_by_test_id("stSidebarNav")
-            for section in ("Demo", "Review", "Train"):
-                expect(nav.get_by_text(section, exact=True)).to_be_visible()
+            # sections and pages of the router ("Train" is both a section and a page)
+            for label in ("Demo", "Review", "Live camera", "Dataset", "Runs"):
+                expect(nav.get_by_text(label, exact=True)).to_be_visible()
+            expect(nav.get_by_text("Train", exact=True)).to_have_count(2)
             expect(page.get_by_text("Device: ")).to_be_visible()
             # the helper modules are not pages
             expect(nav.get_by_text("routing")).to_have_count(0)
