@@ -4,6 +4,7 @@ prepare step with coverage and suspects on a small doctored copy of five_celeb."
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -87,11 +88,9 @@ def test_folders_that_are_not_datasets_say_why(tmp_path, face_data):
     assert "has no images" in _plain(at.error)[0] and not at.metric
 
 
-@pytest.fixture
-def small(face_data, tmp_path):
+def faulty_dataset(face_data: Path, root: Path) -> Path:
     """ben_afflek and madonna, 5 photos each (symlinks), with an exact copy, a ben photo filed
     under madonna, a plain colour image (no face) and a text file named .jpg."""
-    root = tmp_path / "small"
     source = face_data / "five_celeb" / "train"
     for person in ("ben_afflek", "madonna"):
         (root / person).mkdir(parents=True)
@@ -102,6 +101,11 @@ def small(face_data, tmp_path):
     Image.new("RGB", (200, 260), (200, 40, 40)).save(root / "ben_afflek" / "red.png")
     (root / "ben_afflek" / "list.jpg").write_text("not a photo")
     return root
+
+
+@pytest.fixture
+def small(face_data, tmp_path):
+    return faulty_dataset(face_data, tmp_path / "small")
 
 
 def test_prepare_shows_coverage_and_suspects(small):

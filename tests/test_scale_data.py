@@ -16,21 +16,9 @@ import torch
 from core.cache import CropCache, CropSettings
 from core.prepare import prepare
 from tests.conftest import ROOT, _env
+from tests.test_prepare import CountingDetector
 
 N_PHOTOS = 120
-
-
-class CountingDetector:
-    """The real detector, counting the photos it is asked to look at."""
-
-    def __init__(self):
-        from core.detection import get_detector
-
-        self.inner, self.photos = get_detector("cpu"), 0
-
-    def detect(self, images, config):
-        self.photos += len(images)
-        return self.inner.detect(images, config)
 
 
 @pytest.fixture

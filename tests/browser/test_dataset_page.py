@@ -8,6 +8,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.test_page_dataset import faulty_dataset
+
 # The shared server starts with an empty crop cache: detecting and embedding five_celeb's 118
 # photos takes 10-30 s on an idle 2-core machine, minutes when other tests run beside it.
 PREPARE_TIMEOUT_MS = 900_000
@@ -113,19 +115,7 @@ def test_one_class_gives_a_clear_message(page: Page, app_url, face_data, tmp_pat
 def test_faults_are_shown_with_their_reasons(page: Page, app_url, face_data, tmp_path, screenshot):
     """A small copy of five_celeb with an exact copy, a ben_afflek photo filed under madonna, a
     plain colour image and a text file named .jpg."""
-    import shutil
-
-    from PIL import Image
-
-    root, source = tmp_path / "faulty", face_data / "five_celeb" / "train"
-    for person in ("ben_afflek", "madonna"):
-        (root / person).mkdir(parents=True)
-        for photo in sorted((source / person).iterdir())[:5]:
-            (root / person / photo.name).symlink_to(photo)
-    shutil.copyfile(sorted((source / "madonna").iterdir())[0], root / "madonna" / "copy.jpg")
-    (root / "madonna" / "ben.jpg").symlink_to(sorted((source / "ben_afflek").iterdir())[8])
-    Image.new("RGB", (200, 260), (200, 40, 40)).save(root / "ben_afflek" / "red.png")
-    (root / "ben_afflek" / "list.jpg").write_text("not a photo")
+    root = faulty_dataset(face_data, tmp_path / "faulty")
 
     _open(page, app_url, root)
     expect(_metric(page, "Photos")).to_contain_text("14")
