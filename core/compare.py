@@ -18,7 +18,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from core.runs import Run, RunError, list_runs, load_run
+from core.runs import RUN_JSON, Run, RunError, list_runs, load_run
 
 # The settings worth a column in the runs table (the rest are in the settings diff).
 KEY_SETTINGS = ("epochs", "image_size", "lr", "batch_size", "pretrained", "augment", "balance",
@@ -131,6 +131,18 @@ def _record(run: Run) -> dict:
 def runs_records(root: str | Path | None = None, runs: Iterable[Run] | None = None) -> list[dict]:
     """Every run under ``root`` (or the given runs) as :func:`run_record` dicts, newest first."""
     return [run_record(run) for run in (list_runs(root) if runs is None else runs)]
+
+
+def runs_signature(root: str | Path | None = None, runs: Iterable[Run] | None = None) -> tuple:
+    """What changes in the runs store when a run starts, records an epoch (run.json rewritten),
+    ends or dies: cheap to compare, so a page can redraw only when there is something new."""
+    def written(run: Run) -> int | None:
+        try:
+            return (run.path / RUN_JSON).stat().st_mtime_ns  # "updated" has 1 s resolution
+        except OSError:
+            return None
+    runs = list_runs(root) if runs is None else runs
+    return tuple(sorted((run.path.name, run.status, written(run)) for run in runs))
 
 
 def runs_frame(root: str | Path | None = None, runs: Iterable[Run] | None = None) -> pd.DataFrame:

@@ -267,21 +267,25 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
     runs = [load_run(p) for p in root.iterdir() if p.is_dir() and (p / RUN_JSON).is_file()]
     for run in runs:
         if run.status != "running":
-            clean_stale_temp_files(run.path)
+            clean_stale_temp_files(run.path, trainer_gone=True)
     # str(): a hand-edited run.json with a non-string "created" must not break the listing.
     return sorted(runs, key=lambda r: (str(r.info.get("created") or ""), r.path.name), reverse=True)
 
 
 # A process killed inside core.storage.atomic_path leaves its ".<name>.<random>.tmp" behind (the
-# target file itself is intact: the old or the new version). Such files are never read; they are
-# removed once they are older than this, so a write in progress (a note saved from another tab)
-# is never pulled from under its writer.
+# target file itself is intact: the old or the new version). Such files are never read. Those of
+# files only the trainer writes (the checkpoints) go as soon as the trainer is gone; the others
+# (run.json, STOP, which the dashboard writes too) once they are older than this, so a write in
+# progress (a note saved from another tab) is never pulled from under its writer.
 STALE_TEMP_SECONDS = 120
+_TRAINER_ONLY_FILES = (CHECKPOINT, LAST_CHECKPOINT)
 
 
-def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_SECONDS, *,
+                           trainer_gone: bool = False) -> list[Path]:
     """Remove the atomic-write leftovers (``.*.tmp``) older than ``older_than`` seconds from a
-    run folder; call it only for runs whose trainer is gone. Returns the files removed."""
+    run folder, and with ``trainer_gone`` those of the checkpoints whatever their age. Call it
+    only for runs whose trainer is gone. Returns the files removed."""
     removed = []
     limit = time.time() - older_than
     try:
@@ -289,8 +293,9 @@ def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_S
     except OSError:
         return removed
     for path in candidates:
+        trainer_only = any(path.name.startswith(f".{name}.") for name in _TRAINER_ONLY_FILES)
         try:
-            if path.is_file() and path.stat().st_mtime < limit:
+            if path.is_file() and ((trainer_gone and trainer_only) or path.stat().st_mtime < limit):
                 path.unlink()
                 removed.append(path)
         except OSError:

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.compare import STATUS_COLOURS
+from core.compare import STATUS_COLOURS, runs_signature
 from core.runs import RunError, delete_run, load_run, rename_run, set_note
 
 SELECTED = "runs_selected"          # multiselect: names of the selected runs
@@ -85,6 +85,17 @@ def delete(name: str, root) -> None:
     st.session_state[SELECTED] = [n for n in st.session_state.get(SELECTED, []) if n != name]
     bump_table()
     _flash("success", f"Deleted run {name}.")
+
+
+REFRESH_SECONDS = 3
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def refresh_while_training(root, shown: tuple) -> None:
+    """While a run trains, redraw the page when the runs store has moved on (an epoch ended, a
+    run finished or started). Only then: a rerun for nothing would disturb a user mid-edit."""
+    if runs_signature(root) != shown:
+        st.rerun(scope="app")
 
 
 def status_style(value) -> str:

@@ -16,8 +16,8 @@ from pages._routing import run_through_router
 run_through_router()  # before the heavy imports: a deep link on a fresh server
 
 from core.compare import (STATUS_COLOURS, STATUS_HELP, compare, evaluation_folder, filter_runs,
-                          runs_frame)
-from core.runs import RunError, default_runs_root, load_run
+                          runs_frame, runs_signature)
+from core.runs import RunError, default_runs_root, list_runs, load_run
 from pages import _runs_views as views  # callbacks, styles, the comparison (not a page)
 from pages._runs_views import CONFIRM, SELECTED, TABLE_ROWS, TABLE_VERSION
 
@@ -39,7 +39,9 @@ st.caption("Every training run: filter and sort the table, tick runs to compare 
 
 ROOT = default_runs_root()
 try:
-    table = runs_frame(ROOT)
+    every_run = list_runs(ROOT)
+    shown_signature = runs_signature(runs=every_run)
+    table = runs_frame(runs=every_run)
 except OSError as exc:
     st.error(f"The runs folder {ROOT} cannot be read: {exc}")
     st.stop()
@@ -55,6 +57,10 @@ with st.container(horizontal=True):
         if counts.get(status):
             st.badge(f"{status}: {counts[status]}", color=STATUS_COLOURS[status],
                      help=STATUS_HELP[status])
+if counts.get("running"):
+    views.refresh_while_training(ROOT, shown_signature)
+    st.caption(f"A run is training: this page redraws itself when it moves on (checked every "
+               f"{views.REFRESH_SECONDS} s).")
 if counts.get("interrupted"):
     st.info("**Interrupted** means the run was recorded as running but its training process is "
             "gone: the server or the machine was stopped or killed mid-run. Its last good "

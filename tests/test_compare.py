@@ -236,3 +236,21 @@ def test_stale_temp_files_are_ignored_and_cleaned_only_when_safe(runs_root, tmp_
     assert fresh.exists()      # maybe a write in progress (another tab saving a note): kept
     assert live.exists()       # the run's trainer is alive: its files are its own
     assert len(cmp.runs_frame(tmp_path)) == 2
+
+
+def test_signature_moves_with_an_epoch_an_end_and_a_death(tmp_path):
+    """What the Runs page's refresh compares: unchanged on a plain re-read, changed when an epoch
+    is recorded, when a run is added or ends, and when its process dies."""
+    from core.runs import create_run, update_run
+
+    run = create_run(tmp_path, {"arch": "resnet18", "data": "/x", "epochs": 3}, name="live")
+    update_run(run, process=process_identity())
+    first = cmp.runs_signature(tmp_path)
+    assert cmp.runs_signature(tmp_path) == first == cmp.runs_signature(runs=list_runs(tmp_path))
+    update_run(run, metrics={"epochs_run": 1})
+    after_epoch = cmp.runs_signature(tmp_path)
+    assert after_epoch != first
+    update_run(run, process=dead_process())
+    assert dict((n, s) for n, s, _ in cmp.runs_signature(tmp_path))["live"] == "interrupted"
+    create_run(tmp_path, {"arch": "resnet18", "data": "/x", "epochs": 3}, name="second")
+    assert len(cmp.runs_signature(tmp_path)) == 2

@@ -144,6 +144,7 @@ def test_running_run_is_never_deleted_or_renamed(root):
     edit_run_json(root / "r18-b", status="running", ended=None, process=process_identity())
     at = _select(_open(), "r18-b")
     assert "running" in set(at.dataframe[0].value["status"])
+    assert any("this page redraws itself" in c.value for c in at.caption)
     _ok(_button(at, "Delete run...").click().run())
     assert any("is running and cannot be deleted" in e.value for e in at.error)
     assert not any("for good" in w.value for w in at.warning)

@@ -92,6 +92,33 @@ def test_running_with_dead_pid_is_interrupted(tmp_path):
     assert not run.path.exists()
 
 
+def test_listing_cleans_what_a_killed_writer_left(tmp_path):
+    """A trainer killed mid-save leaves ".checkpoint.pt.<random>.tmp": gone at the next listing
+    once the run is known to be dead, however fresh. A fresh run.json temp file may be a note
+    being saved from another tab, so it stays until it is old; a running run keeps everything."""
+    dead = runs.create_run(tmp_path, _config(), name="dead")
+    runs.update_run(dead, process=_dead_process_identity())
+    live = runs.create_run(tmp_path, _config(), name="live")
+    runs.update_run(live, process=runs.process_identity())
+    torn = {name: dead.path / f".{name}.abc123.tmp" for name in ("checkpoint.pt", "last.pt", "run.json")}
+    for path in torn.values():
+        path.write_bytes(b"half a file")
+    live_torn = live.path / ".checkpoint.pt.xyz789.tmp"
+    live_torn.write_bytes(b"being written")
+
+    assert {r.name: r.status for r in runs.list_runs(tmp_path)} == {"dead": "interrupted",
+                                                                   "live": "running"}
+    assert not torn["checkpoint.pt"].exists() and not torn["last.pt"].exists()
+    assert torn["run.json"].exists() and live_torn.exists()
+
+    old = time.time() - runs.STALE_TEMP_SECONDS - 10
+    os.utime(torn["run.json"], (old, old))
+    os.utime(live_torn, (old, old))
+    runs.list_runs(tmp_path)
+    assert not torn["run.json"].exists()
+    assert live_torn.exists()  # its writer is alive: never touched
+
+
 def test_reused_pid_zombie_and_reboot_are_interrupted(tmp_path):
     me = runs.process_identity()
     assert runs.process_alive(me) is True

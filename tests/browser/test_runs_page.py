@@ -2,9 +2,10 @@
 
 1. Two tiny runs trained with the CLI into the shared server's runs root are ticked in the table
    and compared: overlaid curves, the per-class table with its differences, the settings diff.
-2. A machine crash mid-run: the test's own server and a training run are SIGKILLed together; the
-   run folder stays consistent (run.json parses, the checkpoint loads with weights_only, a leftover
-   temporary file breaks nothing) and a restarted server shows the run as interrupted.
+2. A machine crash mid-run: a training run, then the test's own server, are SIGKILLed (the open
+   Runs page notices the dead trainer by itself, without a reload); the run folder stays
+   consistent (run.json parses, the checkpoint loads with weights_only, a leftover temporary file
+   breaks nothing and is cleaned) and a restarted server shows the run as interrupted.
 """
 from __future__ import annotations
 
@@ -136,9 +137,17 @@ def test_sigkill_mid_run_leaves_a_consistent_interrupted_run(browser, tmp_path, 
             _open_runs(page, url)
             expect(page.get_by_text("running: 1").first).to_be_visible()
             _idle(page)
+            expect(page.get_by_text("this page redraws itself")).to_be_visible()
+            expect(page.get_by_role("link", name="Training: crash-run")).to_be_visible()
             screenshot(page, "1-running")
-            os.killpg(server.pid, signal.SIGKILL)
             _kill_group(trainer)
+            # No reload: the page notices by itself that the trainer is gone.
+            expect(page.get_by_text("interrupted: 1").first).to_be_visible()
+            expect(page.get_by_text("running: ")).to_have_count(0)
+            _idle(page)
+            expect(page.get_by_role("link", name="Training: crash-run")).to_have_count(0)
+            screenshot(page, "1b-interrupted-without-reload")
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=60)
         assert trainer.returncode == -signal.SIGKILL
 

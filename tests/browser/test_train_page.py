@@ -47,8 +47,21 @@ def _idle(page: Page) -> None:
 
 
 def _choose(page: Page, label: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=label).locator("input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick ``option`` in a selectbox. A rerun still settling (the Enter of the field before)
+    can redraw the box and close its list as it opens, so the list is opened again if needed."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(3):
+        _idle(page)
+        box.locator("input").click()
+        try:
+            expect(choice).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    choice.click()
+    expect(box.locator("input")).to_have_value(option)
 
 
 def _set_up_run(page: Page, data, name: str, epochs: int) -> None:
