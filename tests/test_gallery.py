@@ -2,6 +2,8 @@
 enrolment and recognition of real people."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
