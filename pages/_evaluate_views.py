@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import altair as alt
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -17,6 +18,7 @@ import streamlit as st
 
 from core import evaluation as ev
 from core.evaluate import report_crops
+from core.report import image_data_uri
 
 MANY_CLASSES = 20     # above this the matrix shows the most confused classes first
 MAX_SELECTED = 40     # faces shown for a selection on the map
@@ -41,12 +43,56 @@ def matrix_view(key: tuple, top: int | None, normalise: bool, among: tuple | Non
                                 among=among)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+MAP_THUMB_SIDE = 80  # the face shown in a map point's tooltip
+
+
+@st.cache_data(max_entries=8, show_spinner="Drawing the map's faces...")
 def map_frame(key: tuple, _report: dict) -> pd.DataFrame:
+    """One row per map point, with its face as a small JPEG data URI for the hover tooltip
+    (the tooltip shows a field named "image" as a picture)."""
     points = pd.DataFrame(ev.map_points(_report))
     points["result"] = points["correct"].map({True: "right", False: "error"})
     points["confidence"] = points["confidence"].astype(float)
+    if "file" not in points:
+        points["file"] = ""
+    crops = report_crops(_report, points["file"].tolist()) if points["file"].any() else []
+    points["image"] = [None if crop is None else image_data_uri(crop, MAP_THUMB_SIDE, "JPEG")
+                       for crop in crops] if len(crops) else None
     return points
+
+
+def map_chart(points: pd.DataFrame) -> alt.Chart:
+    """The t-SNE scatter: colour = true class, a cross = an error; hovering shows the face;
+    a click picks a point (shift-click adds more), dragging draws a box."""
+    pick = alt.selection_point(name="pick", fields=["index"], on="click")
+    box = alt.selection_interval(name="box")
+    legend = alt.Legend(title="true class") if points["true"].nunique() <= 40 else None
+    tooltip = [alt.Tooltip("file:N"), alt.Tooltip("true:N"), alt.Tooltip("predicted:N"),
+               alt.Tooltip("confidence:Q", format=".3f")]
+    if points["image"].notna().any():
+        tooltip.append(alt.Tooltip("image:N", title="image"))
+    return (alt.Chart(points)
+            .mark_point(size=70, filled=True, opacity=0.85)
+            .encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+                    color=alt.Color("true:N", legend=legend),
+                    shape=alt.Shape("result:N", title="result",
+                                    scale=alt.Scale(domain=["right", "error"],
+                                                    range=["circle", "cross"])),
+                    tooltip=tooltip)
+            .add_params(pick, box)
+            .properties(height=600))
+
+
+def map_selection(event, points: pd.DataFrame) -> list[int]:
+    """The ``index`` of every point picked (clicks) or inside the dragged box."""
+    selection = getattr(event, "selection", None) or {}
+    chosen = [int(p["index"]) for p in selection.get("pick") or [] if "index" in p]
+    box = selection.get("box") or {}
+    if box.get("x") and box.get("y"):
+        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
+        inside = points["x"].between(x0, x1) & points["y"].between(y0, y1)
+        chosen += points.loc[inside, "index"].astype(int).tolist()
+    return list(dict.fromkeys(chosen))
 
 
 def faces(column, crops: list, captions: list[str], per_row: int = 4) -> None:
@@ -137,24 +183,13 @@ def error_review_tab(report: dict, key: tuple, among: Sequence[int] | None) -> N
 
 
 def map_tab(report: dict, key: tuple) -> None:
-    """t-SNE map; plotly hover cannot show images, so selecting points (click, box, lasso)
-    shows their faces under the map."""
+    """t-SNE map: hovering a point shows its face; the faces of the points picked or boxed are
+    shown under the map, errors first."""
     points = map_frame(key, report)
-    figure = px.scatter(points, x="x", y="y", color="true", symbol="result",
-                        symbol_map={"right": "circle", "error": "x"},
-                        custom_data=["index", "file", "true", "predicted", "confidence"], height=600)
-    figure.update_traces(marker=dict(size=9), hovertemplate=(
-        "<b>%{customdata[1]}</b><br>true: %{customdata[2]}<br>predicted: %{customdata[3]}"
-        "<br>confidence: %{customdata[4]:.3f}<extra></extra>"))
-    # Dragging draws a selection box straight away (the mode bar offers lasso and zoom).
-    figure.update_layout(dragmode="select", margin=dict(t=20), legend_title_text="true class, result",
-                         showlegend=points["true"].nunique() <= 40)
-    st.caption("Each point is a face; x marks an error. Hover for its file and labels; click a "
-               "point or drag a box (or a lasso) to see those faces below.")
-    event = st.plotly_chart(figure, width="stretch", key="map", on_select="rerun",
-                            selection_mode=("points", "box", "lasso"))
-    chosen = [int(p["customdata"][0]) for p in (event.selection.points if event is not None else [])
-              if p.get("customdata")]
+    st.caption("Each point is a face; a cross marks an error. Hover a point to see the face; "
+               "click points (shift-click for more) or drag a box to see those faces below.")
+    event = st.altair_chart(map_chart(points), width="stretch", key="map", on_select="rerun")
+    chosen = map_selection(event, points)
     if not chosen:
         st.info("Select points on the map to see their faces here.")
         return

@@ -3,6 +3,8 @@ model on real UTKFace chips (cards, matrix, table, error review, ROC slider, exp
 trained here on five_celeb (slow)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -176,7 +178,11 @@ def test_link_search_map_and_no_recompute_on_rerun(tmp_path_factory, face_data, 
     assert not at.error, [e.value for e in at.error]
     assert "Map" in [t.label for t in at.tabs]
     assert any(i.value.startswith("Select points on the map") for i in at.info)
-    assert len(at.get("plotly_chart")) >= 3  # matrix, per-class bars, map
+    assert len(at.get("plotly_chart")) >= 2  # matrix, per-class bars
+    (face_map,) = at.get("vega_lite_chart")  # the t-SNE map, with a face per point
+    spec = json.loads(face_map.proto.spec)
+    assert {"field": "image", "title": "image", "type": "nominal"} in spec["encoding"]["tooltip"]
+    assert {p["name"] for p in spec["params"]} == {"pick", "box"}
 
     # From here on the report comes from the session: make any new evaluation fail loudly.
     def no_more(*args, **kwargs):
@@ -208,3 +214,17 @@ def test_unknown_run_in_the_link_says_so():
     _ok(at.run())
     assert any("'no-such-run' from the link" in w.value for w in at.warning)
     assert at.text_input(key="data_dir").value == "/nowhere/val"
+
+
+def test_map_selection_joins_clicks_and_the_box():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pages._evaluate_views import map_selection
+
+    points = pd.DataFrame({"index": [0, 1, 2, 3], "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 2.0, 3.0]})
+    event = SimpleNamespace(selection={"pick": [{"index": 3}], "box": {"x": [2.5, 0.5], "y": [0.5, 2.5]}})
+    assert map_selection(event, points) == [3, 1, 2]  # picked first, then the box, once each
+    assert map_selection(SimpleNamespace(selection={"pick": {}, "box": {}}), points) == []
+    assert map_selection(None, points) == []

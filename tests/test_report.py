@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.report import html_report, png_data_uri, prediction_rows, recognised, to_csv
+from core.report import html_report, image_data_uri, png_data_uri, prediction_rows, recognised, to_csv
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,13 @@ def test_png_data_uri_round_trip(astronaut):
     uri = png_data_uri(astronaut, side=64)
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert image.size == (64, 64) and image.mode == "RGB"
+
+
+def test_jpeg_data_uri_is_smaller_and_bad_format_is_named(astronaut):
+    jpeg = image_data_uri(astronaut, side=48, image_format="JPEG")
+    assert jpeg.startswith("data:image/jpeg;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(jpeg.split(",", 1)[1])))
+    assert image.size == (48, 48) and image.format == "JPEG"
+    assert len(jpeg) < len(png_data_uri(astronaut, side=48))
+    with pytest.raises(ValueError, match="use 'PNG' or 'JPEG'"):
+        image_data_uri(astronaut, image_format="GIF")

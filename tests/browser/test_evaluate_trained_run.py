@@ -1,8 +1,8 @@
 """Evaluate in a real browser for a run trained IN THIS TEST by the real CLI (`python -m
 core.train`) into the shared server's runs root: opened from a ?run=&data= link (as the Train
 and Runs pages link it) on five_celeb; the matrix and the per-class table; a confused pair
-chosen by dataframe row selection shows the misclassified faces; points selected on the t-SNE
-map show their faces."""
+chosen by dataframe row selection shows the misclassified faces; hovering a point of the t-SNE
+map shows its face, and the points inside a dragged box show their faces below it."""
 from __future__ import annotations
 
 import re
@@ -109,16 +109,27 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     screenshot(page, "4-confused-pair")
 
     page.get_by_role("tab", name="Map").click()
-    chart = page.locator(".st-key-map")
-    expect(chart.locator(".nsewdrag").first).to_be_visible()
+    chart = page.locator(".st-key-map [data-testid=stVegaLiteChart]")
+    points = chart.locator("g.mark-symbol.role-mark > path")  # one per face (not the legend's)
+    expect(points).to_have_count(25)
     expect(page.get_by_text("Select points on the map to see their faces here.")).to_be_visible()
     _scroll_to(page.get_by_role("tab", name="Map"))
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    # Drag a box over the whole plotting area (the chart opens in box-select mode).
-    page.mouse.move(area["x"] + 3, area["y"] + 3)
+    # Hovering a point shows its face in the tooltip.
+    points.nth(3).hover()
+    expect(page.locator("#vg-tooltip-element img")).to_be_visible()
+    assert page.locator("#vg-tooltip-element img").get_attribute("src").startswith("data:image/jpeg")
+    screenshot(page, "5-map-hover")
+    # Drag a box around every point, starting inside the chart (the edge points sit at its edge).
+    frame = chart.bounding_box()
+    boxes = [points.nth(i).bounding_box() for i in range(points.count())]
+    left, top = max(min(b["x"] for b in boxes) - 4, frame["x"] + 1), \
+        max(min(b["y"] for b in boxes) - 4, frame["y"] + 1)
+    right, bottom = max(b["x"] + b["width"] for b in boxes) + 4, \
+        max(b["y"] + b["height"] for b in boxes) + 4
+    page.mouse.move(left, top)
     page.mouse.down()
-    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, steps=5)
-    page.mouse.move(area["x"] + area["width"] - 3, area["y"] + area["height"] - 3, steps=5)
+    page.mouse.move((left + right) / 2, (top + bottom) / 2, steps=5)
+    page.mouse.move(right, bottom, steps=5)
     page.mouse.up()
     selected = page.get_by_text(re.compile(r"^\d+ face\(s\) selected"))
     expect(selected).to_be_visible()
@@ -131,7 +142,7 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     assert errors.count() == sum(p["count"] for p in pairs)
     expect(page.get_by_test_id("stException")).to_have_count(0)
     _scroll_to(page.get_by_role("tab", name="Map"))
-    screenshot(page, "5-map-selection")
+    screenshot(page, "5b-map-selection")
     _scroll_to(page.get_by_text(re.compile(r"^\d+ face\(s\) selected")))
     screenshot(page, "6-selected-faces")
 
