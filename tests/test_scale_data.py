@@ -106,10 +106,10 @@ def test_split_array_is_memory_mapped_built_in_chunks_and_reused(face_data, tmp_
     assert len(files) == 1 and files[0].stat().st_size >= images.numel()
     mapped = np.load(files[0], mmap_mode="r")
     assert isinstance(mapped, np.memmap) and np.array_equal(mapped, images.numpy())
-    stamp = files[0].stat().st_mtime_ns
+    inode = files[0].stat().st_ino  # a rebuild would rename a new file over it
     # Reused by the next run (no rewrite); a batch is read with index_select like any tensor.
     again = load_split(spec, "train", cache, size=40, prepare_missing=False)
-    assert files[0].stat().st_mtime_ns == stamp
+    assert files[0].stat().st_ino == inode
     assert torch.equal(again.images.index_select(0, torch.tensor([1, 0])), images[[1, 0]])
     # Another size or another set of photos is another file.
     load_split(spec, "val", cache, size=40, prepare_missing=False)
@@ -145,3 +145,52 @@ def test_a_killed_array_build_leaves_no_array_and_is_rebuilt(face_data, tmp_path
     stale.write_bytes(b"partial")
     images = arrays.crop_array(cache, shas, 32)
     assert images.shape == (4, 3, 32, 32) and not stale.exists()
+
+
+def test_arrays_beyond_the_budget_go_least_recently_used_first(tmp_path, monkeypatch):
+    from core.data import arrays
+
+    now = time.time()
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+
+    def array(name: str, mib: int, hours_ago: float) -> Path:
+        path = folder / f"{name}.npy"
+        path.write_bytes(b"\0" * (mib << 20))
+        os.utime(path, (now - hours_ago * 3600, now - hours_ago * 3600))
+        return path
+
+    oldest, old, recent, current = (array("oldest", 3, 48), array("old", 3, 24),
+                                    array("recent", 3, 0.5), array("current", 3, 72))
+    removed = arrays.prune_arrays(folder, keep=current, budget_bytes=7 << 20, now=now)
+    # 12 MiB > 7: the oldest two go; "current" (being opened) and "recent" (used within the hour,
+    # perhaps by another rank) stay even though the folder is still over its budget.
+    assert removed == [oldest, old]
+    assert sorted(p.name for p in folder.iterdir()) == ["current.npy", "recent.npy"]
+    assert arrays.prune_arrays(folder, budget_bytes=0, now=now + 7200) == [current, recent]
+
+    monkeypatch.setenv(arrays.BUDGET_ENV, "lots")
+    with pytest.raises(ValueError, match="give gigabytes as a number"):
+        arrays.arrays_budget_bytes()
+    monkeypatch.setenv(arrays.BUDGET_ENV, "0.5")
+    assert arrays.arrays_budget_bytes() == 512 << 20
+
+
+def test_opening_an_array_marks_it_used_and_prunes_the_others(face_data, tmp_path, monkeypatch):
+    from core.data import arrays
+
+    files = sorted(sorted((face_data / "lfw40").iterdir())[0].iterdir())[:3]
+    cache = CropCache(tmp_path / "cache", CropSettings(size=48))
+    prepare(files, cache)
+    shas = [r.sha for r in cache.lookup_many(files)]
+    first = arrays.array_path(cache, 32, shas)
+    arrays.crop_array(cache, shas, 32)
+    day_ago = time.time() - 86400
+    os.utime(first, (day_ago, day_ago))
+    monkeypatch.setenv(arrays.BUDGET_ENV, "0")
+    images = arrays.crop_array(cache, shas, 24)  # another size: a second array
+    assert images.shape == (3, 3, 24, 24)
+    assert not first.exists()  # unused for a day, over the (zero) budget
+    assert arrays.array_path(cache, 24, shas).exists()  # the one just opened stays
+    again = arrays.crop_array(cache, shas, 32)  # rebuilt from the crop cache when needed again
+    assert again.shape == (3, 3, 32, 32) and first.exists()

@@ -118,11 +118,73 @@ def build_array(cache, shas: Sequence[str], size: int, *, chunk: int | None = No
     return path
 
 
+# Every dataset, split and image size trained on leaves an array; without a limit the folder
+# only grows. Least recently used arrays beyond the budget go (the crop cache can rebuild them
+# cheaply). Deleting a file another process has mapped is safe on POSIX: its mapping keeps the
+# data until it is closed; arrays used in the last RECENTLY_USED_SECONDS are kept regardless, so
+# a rank about to open a file its rank 0 just built never finds it gone.
+BUDGET_ENV = "FACELAB_ARRAYS_MAX_GB"
+DEFAULT_BUDGET_GB = 20.0
+RECENTLY_USED_SECONDS = 3600
+
+
+def arrays_budget_bytes() -> int:
+    raw = os.environ.get(BUDGET_ENV, "").strip()
+    try:
+        gigabytes = float(raw) if raw else DEFAULT_BUDGET_GB
+        if gigabytes < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{BUDGET_ENV}={raw!r} is not a size: give gigabytes as a number >= 0 "
+                         f"(default {DEFAULT_BUDGET_GB:g})") from None
+    return int(gigabytes * 1024 ** 3)
+
+
+def prune_arrays(folder: str | Path, *, keep: Path | None = None, budget_bytes: int | None = None,
+                 now: float | None = None) -> list[Path]:
+    """Remove the least recently used ``.npy`` arrays of ``folder`` until the rest fits in
+    ``budget_bytes`` (default: :func:`arrays_budget_bytes`); ``keep`` and arrays used within the
+    last hour are never removed. Returns the files removed."""
+    import time
+
+    budget = arrays_budget_bytes() if budget_bytes is None else budget_bytes
+    now = time.time() if now is None else now
+    files = []
+    for path in Path(folder).glob("*.npy"):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # removed meanwhile by another process
+        files.append((stat.st_mtime, stat.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = []
+    for used, size, path in sorted(files, key=lambda f: f[0]):  # least recently used first
+        if total <= budget:
+            break
+        if path == keep or now - used < RECENTLY_USED_SECONDS:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    return removed
+
+
 def crop_array(cache, shas: Sequence[str], size: int | None = None, *,
                callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """``uint8 (N, 3, size, size)`` tensor of the crops of ``shas``, memory-mapped from the cache
-    folder (built on the first call). ``size`` defaults to the cache's crop size."""
+    folder (built on the first call). ``size`` defaults to the cache's crop size. Older arrays
+    beyond the folder's budget (``FACELAB_ARRAYS_MAX_GB``, default 20) are pruned."""
     size = int(size or cache.settings.size)
     if not shas:
         return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    return open_array(build_array(cache, list(shas), size, callback=callback))
+    path = build_array(cache, list(shas), size, callback=callback)
+    tensor = open_array(path)
+    try:
+        os.utime(path)  # its modification time is its last use, for pruning
+    except OSError:
+        pass  # a read-only cache folder: nothing is pruned there either
+    prune_arrays(path.parent, keep=path)
+    return tensor
