@@ -138,7 +138,7 @@ def render_compare(result: dict, names: list[str]) -> None:
                       labels={"value": "", "split": "split"})
         fig.update_yaxes(matches=None, showticklabels=True)
         # Log loss: one diverging run (loss 100) would otherwise flatten every other curve.
-        fig.update_yaxes(type="log", col=1)
+        fig.update_yaxes(type="log", dtick="D2", col=1)  # D2: 1, 2, 5 per decade, not every digit
         fig.update_xaxes(dtick=1 if history["epoch"].max() <= 20 else None)
         fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].replace(
             "loss", "loss (log scale)")))

@@ -102,7 +102,8 @@ def _show_state(state: dict) -> None:
     cards[0].metric("Epoch", f"{state['epoch']}/{state['epochs'] or '?'}")
     cards[1].metric("Train loss", "-" if state["loss"] is None else f"{state['loss']:.4f}")
     cards[2].metric("Val accuracy", "-" if "val_acc" not in last else f"{last['val_acc']:.1%}")
-    cards[3].metric("Learning rate", "-" if state["lr"] is None else f"{state['lr']:.2e}")
+    cards[3].metric("Learning rate", "-" if state["lr"] is None else "0 (ended)"
+                    if state["lr"] == 0 else f"{state['lr']:.2e}")
     cards[4].metric("Elapsed", _duration(state["elapsed_seconds"]))
     if state["history"] or state["batches"]:
         _curves(state)
