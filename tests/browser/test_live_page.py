@@ -103,7 +103,18 @@ def test_fake_camera_face_is_boxed_and_labelled(camera_page, screenshot, tmp_pat
     start.click()
     # The page's figures (refreshed every second while playing): a labelled face and the FPS.
     labels = page.get_by_text(LABEL)
-    expect(labels.first).to_be_visible()
+    try:
+        expect(labels.first).to_be_visible(timeout=90_000)
+    except AssertionError:
+        # On a loaded machine the WebRTC handshake can time out before the server answers; a
+        # user presses Stop and Start again, and so does the test, once.
+        print("no labelled face after 90 s: Stop, then Start again")
+        screenshot(page, "1b-no-face-yet")
+        stop = webrtc.get_by_role("button", name="Stop")
+        if stop.is_visible():
+            stop.click()
+        start.click()
+        expect(labels.first).to_be_visible()
     expect(page.get_by_test_id("stMetric").filter(has_text="Frames per second")).to_be_visible()
     fps = page.get_by_test_id("stMetric").filter(has_text="Frames per second") \
         .get_by_test_id("stMetricValue")
