@@ -43,7 +43,9 @@ def matrix_view(key: tuple, top: int | None, normalise: bool, among: tuple | Non
                                 among=among)
 
 
-MAP_THUMB_SIDE = 80  # the face shown in a map point's tooltip
+# The face in a map point's tooltip; smaller on big maps, where every point carries one (3,000
+# points at 48 px are about 6 MB of chart data; Streamlit sends an unchanged chart only once).
+MAP_THUMB_SIDE, MAP_THUMB_SIDE_MANY, MANY_POINTS = 80, 48, 1000
 
 
 @st.cache_data(max_entries=8, show_spinner="Drawing the map's faces...")
@@ -56,7 +58,8 @@ def map_frame(key: tuple, _report: dict) -> pd.DataFrame:
     if "file" not in points:
         points["file"] = ""
     crops = report_crops(_report, points["file"].tolist()) if points["file"].any() else []
-    points["image"] = [None if crop is None else image_data_uri(crop, MAP_THUMB_SIDE, "JPEG")
+    side = MAP_THUMB_SIDE if len(points) <= MANY_POINTS else MAP_THUMB_SIDE_MANY
+    points["image"] = [None if crop is None else image_data_uri(crop, side, "JPEG")
                        for crop in crops] if len(crops) else None
     return points
 
