@@ -24,7 +24,6 @@ from core.data.insights import dataset_coverage, dataset_overview, find_suspects
 from core.data.suspects import NEAR_DUPLICATE_DISTANCE
 from pages import _dataset_views as views
 
-CHECKED = "dataset_checked"   # session_state: datasets whose Prepare button was pressed
 TASKS = {"auto": None, "identity": "identity", "gender": "gender"}
 STAGES = {"prepare": "Finding and cropping faces", "embed": "Embedding faces (dlib)"}
 
@@ -45,6 +44,13 @@ def _uploads() -> dict[str, str]:
                 for u in list_uploads()}
     except Exception:  # noqa: BLE001 - an optional list: never take the page down for it
         return {}
+
+
+@st.cache_resource
+def prepared_datasets() -> set:
+    """Datasets (with their crop cache) whose Prepare ran in this server process, from any
+    session: a reload or a second tab shows their coverage at once (``check`` is cached)."""
+    return set()
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading class folders and image sizes...")
@@ -147,14 +153,15 @@ views.grid([views.thumb(p, fingerprint) for p in samples], [views.short(p, root)
 
 # -- prepare and coverage --------------------------------------------------------------------------
 st.subheader("Face coverage")
-settings = CropCache().settings
+crop_cache = CropCache()
+settings = crop_cache.settings
 key = (folder, task, fingerprint, settings.key())
-checked = st.session_state.setdefault(CHECKED, set())
+checked, checked_key = prepared_datasets(), (*key, str(crop_cache.root))
 if st.button("Prepare: detect, align and cache every face", type="primary",
              help="Runs MTCNN on every photo once (cached by content: a second time is instant) "
                   "and embeds each face with dlib's pretrained model for the suspects below."):
-    checked.add(key)
-if key not in checked:
+    checked.add(checked_key)
+if checked_key not in checked:
     st.caption(f"Detects the face in each of the {info.n_photos} photos, crops it to "
                f"{settings.size} px and caches it (what training uses), then looks for duplicates "
                f"and possible mislabels. Photos prepared before cost nothing.")
@@ -162,7 +169,7 @@ if key not in checked:
 try:
     coverage = check(*key)
 except (DatasetError, CacheError, OSError) as exc:
-    checked.discard(key)
+    checked.discard(checked_key)
     st.error(views.md(f"The prepare step stopped: {exc}"))
     st.stop()
 cards = st.columns(4)
@@ -187,7 +194,7 @@ threshold = st.slider("Near-duplicate distance", 0.05, 0.40, NEAR_DUPLICATE_DIST
 try:
     found = suspects(*key, threshold)
 except (DatasetError, CacheError) as exc:  # the crop cache was emptied since: prepare again
-    checked.discard(key)
+    checked.discard(checked_key)
     st.error(views.md(f"{exc}. Press Prepare again."))
     st.stop()
 views.suspects_view(found, root, fingerprint)

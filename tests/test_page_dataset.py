@@ -132,6 +132,9 @@ def test_prepare_shows_coverage_and_suspects(small):
     _ok(at.run())
     tabs = [t.label for t in at.tabs]
     assert "Exact duplicates (1)" in tabs and not any(e for e in at.error)
+    # Another session (a reload, a second tab) sees the coverage without pressing Prepare.
+    other = _open(small)
+    assert {m.label: m.value for m in other.metric}["Faces found"] == "12"
 
 
 def test_an_uploaded_zip_can_be_chosen(face_data, tmp_path):

@@ -95,6 +95,10 @@ def test_five_celeb_counts_coverage_and_suspects(page: Page, app_url, face_data,
     screenshot(page, "8-mislabels")
     _no_trace(page)
 
+    # A new session (a reload, another tab) shows the coverage at once, without Prepare.
+    _open(page, app_url, face_data / "five_celeb")
+    expect(_metric(page, "Faces found")).to_contain_text("117")
+
 
 def test_one_class_gives_a_clear_message(page: Page, app_url, face_data, tmp_path, screenshot):
     only = tmp_path / "just-madonna" / "madonna"
