@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +379,8 @@ class EmbeddingCache:
         known = cache.get_many(shas)                      # {sha: (D,) float32}
         todo = [s for s in shas if s not in known]
         cache.put_many(todo, embed(crops_of(todo)))       # (len(todo), D) float32
+        # or both steps at once, in chunks:
+        known = cache.get_or_compute(shas, lambda part: embed(crops_of(part)))
 
     Args:
         model_key: short string naming the embedder and its inputs.
@@ -413,6 +415,23 @@ class EmbeddingCache:
         conn = self._store.conn()
         with conn:
             conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+
+    def get_or_compute(self, shas: Sequence[str], compute: Callable[[list[str]], np.ndarray], *,
+                       chunk: int = 64,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+        """``{sha: vector}`` for every sha: cached vectors are read, the missing ones computed
+        ``chunk`` at a time with ``compute(shas) -> (n, D)`` and stored as they come (a stop
+        midway keeps what was done). ``progress(done, total)`` follows the missing ones."""
+        known = self.get_many(shas)
+        todo = list(dict.fromkeys(s for s in shas if s not in known))
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            vectors = np.asarray(compute(part), dtype=np.float32)
+            self.put_many(part, vectors)
+            known.update(zip(part, vectors))
+            if progress is not None:
+                progress(min(start + chunk, len(todo)), len(todo))
+        return known
 
     def get(self, sha: str) -> np.ndarray | None:
         return self.get_many([sha]).get(sha)

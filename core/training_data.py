@@ -302,23 +302,15 @@ def _fits_on_gpu(nbytes: int, device: torch.device) -> bool:
 def _embed_splits(config: TrainConfig, cache, splits: dict, cbs, stop=None) -> dict[str, torch.Tensor]:
     """Embeddings of every crop, through the embedding cache (computed once per crop)."""
     from core.cache import EmbeddingCache
+    from core.gallery.enrol import embedder_key
     from core.models import embed_faces
 
-    # The same key as core.gallery.embedder_key: galleries and training share the vectors.
-    key = f"{config.arch}-{cache.settings.key()}"
-    store = EmbeddingCache(key, root=cache.root)
+    # The gallery's key: galleries and training share the vectors.
+    store = EmbeddingCache(embedder_key(config.arch, cache.settings), root=cache.root)
     shas = [r.sha for split in splits.values() for r in split.records]
-    known = store.get_many(shas)
-    todo = list(dict.fromkeys(s for s in shas if s not in known))
-    progress = _Throttle(cbs, "embedding", stop=stop)
-    chunk = 64
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        vectors = np.asarray(embed_faces(cache.crops(part), margin=cache.settings.margin),
-                             dtype=np.float32)
-        store.put_many(part, vectors)
-        known.update(zip(part, vectors))
-        progress(min(start + chunk, len(todo)), len(todo))
+    known = store.get_or_compute(
+        shas, lambda part: embed_faces(cache.crops(part), margin=cache.settings.margin),
+        progress=_Throttle(cbs, "embedding", stop=stop))
     dim = next(iter(known.values())).shape[0] if known else 128
     out = {}
     for name, split in splits.items():

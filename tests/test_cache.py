@@ -201,3 +201,19 @@ def test_unusable_cache_folder_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CacheError, match="FACELAB_CACHE"):
         CropCache(blocker / "cache").lookup_shas(["a" * 40])
+
+
+def test_embedding_get_or_compute_computes_only_the_missing_in_chunks(tmp_path):
+    store = EmbeddingCache("toy", root=tmp_path)
+    store.put_many(["a"], np.ones((1, 2), np.float32))
+    asked, seen = [], []
+
+    def compute(part):
+        asked.append(list(part))
+        return np.full((len(part), 2), len(asked), np.float32)
+
+    known = store.get_or_compute(["a", "b", "c", "b", "d"], compute, chunk=2,
+                                 progress=lambda done, total: seen.append((done, total)))
+    assert asked == [["b", "c"], ["d"]] and seen == [(2, 3), (3, 3)]
+    assert set(known) == {"a", "b", "c", "d"} and known["d"].tolist() == [2.0, 2.0]
+    assert store.get_or_compute(["b", "d"], compute).keys() == {"b", "d"} and len(asked) == 2

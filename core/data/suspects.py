@@ -56,26 +56,24 @@ class Suspects:
 
 
 def embedder_key(cache: CropCache) -> str:
-    # The same key as core.gallery.embedder_key and core.training_data: vectors are shared.
-    return f"dlib_face-{cache.settings.key()}"
+    # The gallery's and training's key for dlib vectors: all three share them.
+    from core.gallery.enrol import embedder_key as key
+
+    return key("dlib_face", cache.settings)
 
 
 def embed_records(shas: list[str], cache: CropCache, *,
                   callback: StageCallback | None = None) -> np.ndarray:
     """dlib embeddings (N, 128) of cached crops by sha, computing only those not yet cached."""
-    store = EmbeddingCache(embedder_key(cache), root=cache.root)
-    known = store.get_many(shas)
-    todo = list(dict.fromkeys(s for s in shas if s not in known))
-    if todo:  # imported only when needed: torch and dlib take seconds to load
+    def embed(part: list[str]) -> np.ndarray:
+        # Imported only when something is missing: torch and dlib take seconds to load.
         from core.models.dlib_face import embed_faces
-    for start in range(0, len(todo), _EMBED_CHUNK):
-        part = todo[start:start + _EMBED_CHUNK]
-        vectors = np.asarray(embed_faces(cache.crops(part), margin=cache.settings.margin),
-                             dtype=np.float32)
-        store.put_many(part, vectors)
-        known.update(zip(part, vectors))
-        if callback is not None:
-            callback("embed", min(start + _EMBED_CHUNK, len(todo)), len(todo))
+
+        return embed_faces(cache.crops(part), margin=cache.settings.margin)
+
+    progress = (lambda done, total: callback("embed", done, total)) if callback else None
+    known = EmbeddingCache(embedder_key(cache), root=cache.root).get_or_compute(
+        shas, embed, chunk=_EMBED_CHUNK, progress=progress)
     if not shas:
         return np.zeros((0, 128), np.float32)
     vectors = np.stack([known[s] for s in shas]).astype(np.float32)

@@ -71,17 +71,10 @@ def embed_files(paths: Sequence[str | Path], *, embed: Embedder, key: str, cache
             ok.append(i)
             if record.fallback:
                 no_face.append(str(path))
-    store = EmbeddingCache(key, root=cache.root)
     shas = [records[i].sha for i in ok]
-    known = store.get_many(shas)
-    todo = list(dict.fromkeys(s for s in shas if s not in known))
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        vectors = np.asarray(embed(cache.crops(chunk)), dtype=np.float32)
-        store.put_many(chunk, vectors)
-        known.update(zip(chunk, vectors))
-        if callback:
-            callback("embed", min(start + batch_size, len(todo)), len(todo))
+    known = EmbeddingCache(key, root=cache.root).get_or_compute(
+        shas, lambda part: embed(cache.crops(part)), chunk=batch_size,
+        progress=(lambda done, total: callback("embed", done, total)) if callback else None)
     dim = next(iter(known.values())).shape[0] if known else 0
     embeddings = np.stack([known[s] for s in shas]) if shas else np.zeros((0, dim), np.float32)
     return {"embeddings": embeddings, "ok": ok, "no_face": no_face, "errors": errors}
