@@ -22,19 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("FACELAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+sys.path.insert(0, str(ROOT))  # run as a script (python bench/app.py) too
+
+from bench.streamlit_server import (CHROMIUM, CHROMIUM_ARGS, ServerNotHealthy,  # noqa: E402
+                                    free_port, server_flags, stop, wait_healthy, wait_idle)
+
 MARK = "[bench] loaded:"
 TIMEOUT_MS = 300_000  # the machine may be busy: wait long, report what it took
 
@@ -47,7 +47,6 @@ def data_dir() -> Path:
 
 def serve(port: int) -> None:
     """``streamlit run streamlit_app.py`` in this process, with model constructors that log."""
-    sys.path.insert(0, str(ROOT))
     import core.detection
     import core.models
     import core.runs
@@ -67,36 +66,12 @@ def serve(port: int) -> None:
     logged(core.runs, "load_model", "core.runs.load_model (a run or reference:gender)")
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.address", "127.0.0.1",
-                "--server.port", str(port), "--server.headless", "true",
-                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    sys.argv = ["streamlit", "run", str(ROOT / "streamlit_app.py"), *server_flags(port)]
     os.chdir(ROOT)
     cli.main()
 
 
 # -- the driver ------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, log: Path, limit: float = 300) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited ({server.returncode}); log {log}:\n"
-                             f"{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"no answer from {url} in {limit:.0f} s; log {log}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -130,13 +105,16 @@ def main() -> None:
                                       cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         try:
-            wait_healthy(url, server, log)
+            try:
+                wait_healthy(url, server, log, limit=300)
+            except ServerNotHealthy as exc:
+                raise SystemExit(str(exc)) from None
             healthy = time.perf_counter()
             page.goto(url)
             expect(page.get_by_role("heading", name="Detect faces")).to_be_visible()
             expect(page.get_by_test_id("stFileUploaderDropzone")).to_be_visible()
             shown = time.perf_counter()
-            idle(page, expect)
+            wait_idle(page)
             rows += [("server start -> health answers", healthy - started,
                       "python, torch, streamlit imports"),
                      ("health -> Detect page visible", shown - healthy, "first script run in the browser"),
@@ -160,7 +138,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 uploader.set_input_files(photo)
                 expect(labels).to_have_count(i)
-                idle(page, expect)
+                wait_idle(page)
                 times.append(time.perf_counter() - t0)
             rows.append(("prediction, first photo", times[0], "loads the gender model, first detection"))
             if len(times) > 1:
@@ -192,29 +170,12 @@ def main() -> None:
         print(log.read_text(errors="replace"))
 
 
-def idle(page, expect) -> None:
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
-
-
 def switch(page, expect, name: str, heading: str) -> float:
     started = time.perf_counter()
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
     expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
-    idle(page, expect)
+    wait_idle(page)
     return time.perf_counter() - started
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is not None:
-        return
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=15)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":

@@ -26,6 +26,23 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def app_ok(at):
+    """An AppTest after a run, checked: the script raised nothing (the tracebacks are the
+    message otherwise)."""
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_through_router(page: str, timeout: float):
+    """An AppTest of the whole app switched to ``page`` (e.g. "pages/runs.py") and run: pages
+    that link to other pages need the router's navigation."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=timeout)
+    at.switch_page(page)
+    return app_ok(at.run())
+
+
 def face_data_dir() -> Path:
     return Path(os.environ.get("FACE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 

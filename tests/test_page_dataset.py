@@ -10,15 +10,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_ok
 
 PAGE = str(ROOT / "pages" / "dataset.py")
 TIMEOUT = 900  # the prepare test detects and embeds ~14 photos on a busy 2-core machine
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _plain(elements) -> list[str]:
@@ -27,19 +22,19 @@ def _plain(elements) -> list[str]:
 
 
 def _open(folder=None) -> AppTest:
-    at = _ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
+    at = app_ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
     if folder is not None:
         at.text_input(key="dataset_dir").set_value(str(folder))
-        _ok(at.run())
+        app_ok(at.run())
     return at
 
 
 def test_router_lists_the_page_and_its_empty_state(tmp_path, monkeypatch):
     monkeypatch.setenv("FACE_DATA_DIR", str(tmp_path))  # no five_celeb there: nothing to prefill
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    _ok(at.run())
+    app_ok(at.run())
     at.switch_page("pages/dataset.py")
-    _ok(at.run())
+    app_ok(at.run())
     assert [t.value for t in at.title] == ["Dataset"]
     assert at.text_input(key="dataset_dir").value == ""
     assert any("Type the path of a dataset folder" in i.value for i in at.info)
@@ -58,7 +53,7 @@ def test_five_celeb_counts_charts_and_thumbnails(face_data, monkeypatch):
     assert len(captions) == 12 and all(c.startswith("train/ben_afflek/") or
                                        c.startswith("val/ben_afflek/") for c in captions)
     at.selectbox(key="sample_class").set_value("madonna")
-    _ok(at.run())
+    app_ok(at.run())
     captions = [c for image in at.image for c in image.captions]
     assert len(captions) == 12 and all("/madonna/" in c for c in captions)
     # Nothing is detected until Prepare is pressed.
@@ -74,16 +69,16 @@ def test_folders_that_are_not_datasets_say_why(tmp_path, face_data):
     (tmp_path / "loose").mkdir()
     (tmp_path / "loose" / "a.jpg").symlink_to(photo)
     at.text_input(key="dataset_dir").set_value(str(tmp_path / "loose"))
-    _ok(at.run())
+    app_ok(at.run())
     assert len(at.error) == 1 and "has no class folders" in _plain(at.error)[0]
     for i in range(3):
         (tmp_path / "one" / "madonna").mkdir(parents=True, exist_ok=True)
         (tmp_path / "one" / "madonna" / f"{i}.jpg").symlink_to(photo)
     at.text_input(key="dataset_dir").set_value(str(tmp_path / "one"))
-    _ok(at.run())
+    app_ok(at.run())
     assert len(at.error) == 1 and "only one class ('madonna')" in _plain(at.error)[0]
     (tmp_path / "one" / "nobody").mkdir()
-    _ok(at.run())
+    app_ok(at.run())
     assert len(at.error) == 1 and "class folder 'nobody'" in _plain(at.error)[0]
     assert "has no images" in _plain(at.error)[0] and not at.metric
 
@@ -113,7 +108,7 @@ def test_prepare_shows_coverage_and_suspects(small):
     assert any("fewer than 10 photos: ben_afflek (7)" in w for w in _plain(at.warning))
     assert any("cannot be read as images, e.g. list.jpg" in w for w in _plain(at.warning))
     next(b for b in at.button if b.label.startswith("Prepare")).click()
-    _ok(at.run())
+    app_ok(at.run())
     cards = {m.label: m.value for m in at.metric}
     assert cards["Photos"] == "14"
     assert cards["Whole-image fallbacks"] == "1" and cards["Unreadable"] == "1"
@@ -129,7 +124,7 @@ def test_prepare_shows_coverage_and_suspects(small):
     assert "labelled madonna" in captions and "a ben_afflek face" in captions
     # A rerun (a slider moved) reuses the cached crops and embeddings.
     at.slider[0].set_value(0.4)
-    _ok(at.run())
+    app_ok(at.run())
     tabs = [t.label for t in at.tabs]
     assert "Exact duplicates (1)" in tabs and not any(e for e in at.error)
     # Another session (a reload, a second tab) sees the coverage without pressing Prepare.
@@ -153,6 +148,6 @@ def test_an_uploaded_zip_can_be_chosen(face_data, tmp_path):
     assert box.label == "Uploaded dataset"
     option = next(o for o in box.options if o.startswith("people.zip"))
     box.set_value(option)
-    _ok(at.run())
+    app_ok(at.run())
     assert at.text_input(key="dataset_dir").value == str(report.root)
     assert {m.label: m.value for m in at.metric}["Photos"] == "6"

@@ -8,24 +8,19 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_ok
 
 PAGE = str(ROOT / "pages" / "evaluate.py")
 TIMEOUT = 600  # an evaluation detects every face once (then the crop cache has them)
 
 
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _evaluate(model: str, folder, at: AppTest | None = None) -> AppTest:
-    at = at or _ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
+    at = at or app_ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
     option = next(o for o in at.selectbox[0].options if o.startswith(model))
     at.selectbox[0].set_value(option)
     at.text_input(key="data_dir").set_value(str(folder))
     next(b for b in at.button if b.label == "Evaluate").click()
-    return _ok(at.run())
+    return app_ok(at.run())
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +36,9 @@ def utk_small(face_data, tmp_path_factory):
 
 def test_router_has_the_evaluate_page_with_its_empty_state():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    _ok(at.run())
+    app_ok(at.run())
     at.switch_page("pages/evaluate.py")
-    _ok(at.run())
+    app_ok(at.run())
     assert [t.value for t in at.title] == ["Evaluate"]
     assert any("press Evaluate" in i.value for i in at.info)
     assert at.selectbox[0].label == "Model"
@@ -62,7 +57,7 @@ def test_missing_or_wrong_folders_say_why(tmp_path):
     # An empty folder box is refused before anything runs.
     at.text_input(key="data_dir").set_value("  ")
     next(b for b in at.button if b.label == "Evaluate").click()
-    _ok(at.run())
+    app_ok(at.run())
     assert any("Give the labelled folder" in e.value for e in at.error)
 
 
@@ -81,7 +76,7 @@ def test_reference_gender_on_utkface(utk_small):
     # Threshold slider: accepting everything as "male" gives a TPR of 100%.
     slider = next(s for s in at.slider if s.label.startswith("Threshold: predict male"))
     slider.set_value(0.0)
-    _ok(at.run())
+    app_ok(at.run())
     cards = {m.label: m.value for m in at.metric}
     assert cards["TPR"] == "100.0%" and cards["Accuracy at threshold"] == "50.0%"
     # UTKFace names carry race and age: accuracy by subgroup.
@@ -98,7 +93,7 @@ def test_trained_run_matrix_table_and_error_review(tmp_path_factory, face_data, 
     run, cache, data = tiny_run(tmp_path_factory, face_data)
     monkeypatch.setenv("FACELAB_RUNS", str(run.parent))
     monkeypatch.setenv("FACELAB_CACHE", str(cache))
-    at = _ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
+    at = app_ok(AppTest.from_file(PAGE, default_timeout=TIMEOUT).run())
     assert any(o.startswith("tiny-run") for o in at.selectbox[0].options), at.selectbox[0].options
     at = _evaluate("tiny-run", data / "val", at)
     assert not at.error
@@ -138,7 +133,7 @@ def test_session_gallery_with_open_set(face_data, tmp_path):
 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.session_state["facelab_gallery"] = gallery
-    _ok(at.run())
+    app_ok(at.run())
     at.text_input(key="unknown_dir").set_value(str(strangers))
     at = _evaluate("gallery of this session", val, at)
     assert not at.error, [e.value for e in at.error]
@@ -148,7 +143,7 @@ def test_session_gallery_with_open_set(face_data, tmp_path):
     assert "Open set" in [t.label for t in at.tabs]
     slider = next(s for s in at.slider if s.label == "Similarity threshold")
     slider.set_value(1.0)
-    _ok(at.run())
+    app_ok(at.run())
     assert any(c.value.startswith("At 1.00: TAR 0.0%, FAR 0.0%") for c in at.caption)
 
 
@@ -169,12 +164,12 @@ def test_link_search_map_and_no_recompute_on_rerun(tmp_path_factory, face_data, 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.query_params["run"] = run.name
     at.query_params["data"] = str(data)  # the dataset root: its val/ split is prefilled
-    _ok(at.run())
+    app_ok(at.run())
     assert at.selectbox[0].value == str(run)
     assert at.text_input(key="data_dir").value == str(data / "val")
     at.checkbox[0].set_value(True)  # the t-SNE map
     next(b for b in at.button if b.label == "Evaluate").click()
-    _ok(at.run())
+    app_ok(at.run())
     assert not at.error, [e.value for e in at.error]
     assert "Map" in [t.label for t in at.tabs]
     assert any(i.value.startswith("Select points on the map") for i in at.info)
@@ -191,7 +186,7 @@ def test_link_search_map_and_no_recompute_on_rerun(tmp_path_factory, face_data, 
     monkeypatch.setattr(core.evaluate, "evaluate_run", no_more)
     st.cache_data.clear()
     at.text_input(key="class_search").set_value("MADONNA")
-    _ok(at.run())
+    app_ok(at.run())
     assert list(at.dataframe[0].value["class"]) == ["madonna"]
     assert any(c.value.startswith("1 class(es) match the search") for c in at.caption)
     if len(at.dataframe) > 1:  # confused pairs, all about madonna
@@ -200,9 +195,9 @@ def test_link_search_map_and_no_recompute_on_rerun(tmp_path_factory, face_data, 
     else:
         assert any("No confused pair involves" in i.value for i in at.info)
     at.radio[0].set_value("row-normalised")
-    _ok(at.run())
+    app_ok(at.run())
     at.text_input(key="class_search").set_value("nobody")
-    _ok(at.run())
+    app_ok(at.run())
     assert any("No class name contains 'nobody'" in w.value for w in at.warning)
     assert len(at.dataframe[0].value) == 5
 
@@ -211,7 +206,7 @@ def test_unknown_run_in_the_link_says_so():
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.query_params["run"] = "no-such-run"
     at.query_params["data"] = "/nowhere/val"
-    _ok(at.run())
+    app_ok(at.run())
     assert any("'no-such-run' from the link" in w.value for w in at.warning)
     assert at.text_input(key="data_dir").value == "/nowhere/val"
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_ok
 
 PAGE = str(ROOT / "pages" / "predict.py")
 TIMEOUT = 300  # first run imports torch and loads the detector and models on a busy 2-core box
@@ -20,14 +20,9 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    return _ok(at.run())
+    return app_ok(at.run())
 
 
 def _button(at: AppTest, label: str):
@@ -36,9 +31,9 @@ def _button(at: AppTest, label: str):
 
 def test_router_has_the_predict_page_with_its_empty_state():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    _ok(at.run())
+    app_ok(at.run())
     at.switch_page("pages/predict.py")
-    _ok(at.run())
+    app_ok(at.run())
     assert [t.value for t in at.title] == ["Predict"]
     assert any("Upload one or more photos" in i.value for i in at.info)
     assert at.file_uploader(key="photos").accept_multiple_files
@@ -55,7 +50,7 @@ def test_photo_bad_file_and_no_face(astronaut):
         ("notes.jpg", b"these are my notes, not a photo\n", "image/jpeg"),
         ("suit.png", _png(astronaut[300:480, 20:200].copy()), "image/png"),
     ])
-    _ok(at.run())
+    app_ok(at.run())
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("notes.jpg: ") and "not an image" in errors[0]
     assert any(w.value.startswith("No face found in suit.png") for w in at.warning)
@@ -69,12 +64,12 @@ def test_photo_bad_file_and_no_face(astronaut):
     assert len(at.get("plotly_chart")) == 1
     assert [r.label for r in at.radio] == ["Perturbation"]
     at.radio[0].set_value("blur")
-    _ok(at.run())
+    app_ok(at.run())
     slider = next(s for s in at.slider if s.label == "blur (px)")
     assert slider.value == 0.0
     before = [c for image in at.image for c in image.captions][-1]  # the perturbed crop's answer
     slider.set_value(6.0)
-    _ok(at.run())
+    app_ok(at.run())
     after = [c for image in at.image for c in image.captions][-1]
     assert before != after and after.split()[0] in ("female", "male"), (before, after)
     sweep = at.dataframe[-1].value
@@ -90,23 +85,23 @@ def test_enrol_two_people_from_a_folder_and_recognise_one(face_data, tmp_path):
             (people / person / photo.name).symlink_to(photo)
     at = _page()
     at.text_input(key="enrol_folder").set_value(str(people))
-    _ok(at.run())
+    app_ok(at.run())
     _button(at, "Enrol every person in the folder").click()
-    _ok(at.run())
+    app_ok(at.run())
     assert any(s.value.startswith("Enrolled ") and "madonna" in s.value and "elton_john" in s.value
                for s in at.success), [s.value for s in at.success] + [e.value for e in at.error]
     at.multiselect[0].set_value(["gallery"])
     at.checkbox[0].set_value(False)  # identity only: keeps the test short
     photo = sorted((face_data / "five_celeb" / "val" / "madonna").iterdir())[0]
     at.file_uploader(key="photos").set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
-    _ok(at.run())
+    app_ok(at.run())
     answers = [t.value for t in at.text]
     assert answers and answers[0].startswith("1. madonna (similarity"), answers
     assert not any("not recognised" in m.value for m in at.markdown)
     # Raise the threshold above any similarity: the same face is now "not recognised", no rerun
     # of the model needed.
     next(s for s in at.slider if s.label.startswith("Similarity threshold")).set_value(1.0)
-    _ok(at.run())
+    app_ok(at.run())
     assert any("not recognised" in m.value for m in at.markdown)
 
 
@@ -118,7 +113,7 @@ def test_huge_and_empty_files_are_refused_clearly():
         ("huge.png", _png_header_only(30_000, 20_000), "image/png"),
         ("empty.jpg", b"", "image/jpeg"),
     ])
-    _ok(at.run())
+    app_ok(at.run())
     errors = [e.value for e in at.error]
     assert len(errors) == 2, errors
     assert errors[0].startswith("huge.png: ") and "too large" in errors[0]
@@ -137,12 +132,12 @@ def test_run_from_the_url_is_preselected_and_the_probe_shows_gradcam(trained_run
     monkeypatch.setenv("FACELAB_CACHE", str(cache))
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.query_params["run"] = run.name
-    _ok(at.run())
+    app_ok(at.run())
     assert at.multiselect[0].value == [str(run)], at.multiselect[0].value
     at.checkbox[0].set_value(False)  # identity only
     photo = sorted((face_data / "five_celeb" / "val" / "madonna").iterdir())[0]
     at.file_uploader(key="photos").set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
-    _ok(at.run())
+    app_ok(at.run())
     assert not at.error, [e.value for e in at.error]
     assert any(m.value.startswith("**Grad-CAM**") for m in at.markdown)
     captions = [c for image in at.image for c in image.captions]
@@ -153,7 +148,7 @@ def test_run_from_the_url_is_preselected_and_the_probe_shows_gradcam(trained_run
     target = at.selectbox(key="gradcam_target")
     other = next(c for c in target.options[1:] if c != predicted.split()[0])
     target.set_value(other)
-    _ok(at.run())
+    app_ok(at.run())
     assert [c for image in at.image for c in image.captions][-1].startswith(f"{other} 0.")
     assert any(f"raised the score of **{other}**" in c.value for c in at.caption)
 
@@ -161,10 +156,10 @@ def test_run_from_the_url_is_preselected_and_the_probe_shows_gradcam(trained_run
 def test_unknown_run_in_the_url_and_no_gradcam_for_the_reference_model(astronaut):
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.query_params["run"] = "no-such-run"
-    _ok(at.run())
+    app_ok(at.run())
     assert any("'no-such-run' from the link" in w.value for w in at.warning)
     assert at.multiselect[0].value == []
     at.file_uploader(key="photos").set_value([("astronaut.png", _png(astronaut), "image/png")])
-    _ok(at.run())
+    app_ok(at.run())
     # The probe runs on the reference gender model, which Grad-CAM cannot explain: it says so.
     assert any("Grad-CAM is not available" in c.value for c in at.caption)

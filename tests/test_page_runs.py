@@ -11,27 +11,20 @@ from streamlit.testing.v1 import AppTest
 
 from core.runs import RUN_JSON, load_run
 from core.storage import process_identity
-from tests.conftest import ROOT
+from tests.conftest import app_ok, open_through_router
 from tests.test_compare import compare_runs, copy_run, dead_process, edit_run_json
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 300  # the router's sidebar loads the face detector once per process
 
 
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _open() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    at.switch_page("pages/runs.py")
-    return _ok(at.run())
+    return open_through_router("pages/runs.py", TIMEOUT)
 
 
 def _select(at: AppTest, *names: str) -> AppTest:
     at.multiselect(key="runs_selected").set_value(list(names))
-    return _ok(at.run())
+    return app_ok(at.run())
 
 
 def _button(at: AppTest, label: str):
@@ -68,16 +61,16 @@ def test_table_and_filters(root):
     assert any("finished: 1" in m.value for m in at.markdown)  # the status badges
     assert any("failed: 1" in m.value for m in at.markdown)
     at.text_input[0].set_value("R18-A")
-    _ok(at.run())
+    app_ok(at.run())
     assert list(at.dataframe[0].value["name"]) == ["r18-a"]
     assert any("1 of 2 runs" in c.value for c in at.caption)
     at.text_input[0].set_value("")
     next(m for m in at.multiselect if m.label == "Status").set_value(["failed"])
-    _ok(at.run())
+    app_ok(at.run())
     assert list(at.dataframe[0].value["name"]) == ["r18-b"]
     next(m for m in at.multiselect if m.label == "Architecture").set_value(["resnet18"])
     next(m for m in at.multiselect if m.label == "Dataset").set_value(["five-runs"])
-    _ok(at.run())
+    app_ok(at.run())
     assert list(at.dataframe[0].value["name"]) == ["r18-b"]
     assert any("Select runs" in i.value for i in at.info)
     # A failed run shows its error when selected.
@@ -111,28 +104,28 @@ def test_rename_and_note(root):
     at = _select(_open(), "r18-a")
     assert [h.value for h in at.header] == ["Run r18-a", "Manage"]
     at.text_input(key="rename_r18-a").set_value("bad name!")
-    _ok(_button(at, "Rename").click().run())
+    app_ok(_button(at, "Rename").click().run())
     assert any("Not renamed" in e.value and "invalid run name" in e.value for e in at.error)
     at.text_input(key="rename_r18-a").set_value("r18-best")
-    _ok(_button(at, "Rename").click().run())
+    app_ok(_button(at, "Rename").click().run())
     assert any("Renamed r18-a to r18-best" in s.value for s in at.success)
     assert (root / "r18-best" / RUN_JSON).is_file() and not (root / "r18-a").exists()
     assert at.multiselect(key="runs_selected").value == ["r18-best"]
     assert "r18-best" in list(at.dataframe[0].value["name"])
     at.text_area(key="note_r18-best").set_value("lower lr, more epochs")
-    _ok(_button(at, "Save note").click().run())
+    app_ok(_button(at, "Save note").click().run())
     assert load_run(root / "r18-best").info["note"] == "lower lr, more epochs"
     assert "lower lr, more epochs" in list(at.dataframe[0].value["note"])
 
 
 def test_delete_asks_for_confirmation(root):
     at = _select(_open(), "r18-b")
-    _ok(_button(at, "Delete run...").click().run())
+    app_ok(_button(at, "Delete run...").click().run())
     assert any("for good" in w.value for w in at.warning)
-    _ok(_button(at, "Cancel").click().run())
+    app_ok(_button(at, "Cancel").click().run())
     assert (root / "r18-b").is_dir() and not any("for good" in w.value for w in at.warning)
-    _ok(_button(at, "Delete run...").click().run())
-    _ok(_button(at, "Yes, delete r18-b").click().run())
+    app_ok(_button(at, "Delete run...").click().run())
+    app_ok(_button(at, "Yes, delete r18-b").click().run())
     assert not (root / "r18-b").exists()
     assert any("Deleted run r18-b" in s.value for s in at.success)
     assert list(at.dataframe[0].value["name"]) == ["r18-a"]
@@ -145,12 +138,12 @@ def test_running_run_is_never_deleted_or_renamed(root):
     at = _select(_open(), "r18-b")
     assert "running" in set(at.dataframe[0].value["status"])
     assert any("this page redraws itself" in c.value for c in at.caption)
-    _ok(_button(at, "Delete run...").click().run())
+    app_ok(_button(at, "Delete run...").click().run())
     assert any("is running and cannot be deleted" in e.value for e in at.error)
     assert not any("for good" in w.value for w in at.warning)
     assert (root / "r18-b" / RUN_JSON).is_file()
     at.text_input(key="rename_r18-b").set_value("other")
-    _ok(_button(at, "Rename").click().run())
+    app_ok(_button(at, "Rename").click().run())
     assert any("is running" in e.value for e in at.error)
     assert (root / "r18-b").is_dir()
 
@@ -166,7 +159,7 @@ def test_interrupted_run_is_explained_and_still_usable(root):
     assert links["Evaluate r18-b"]["data"][0].endswith("five-runs/val")
     assert links["Use r18-b on Predict"]["run"] == ["r18-b"]
     # and deleting it is allowed (its process is gone), after the confirmation
-    _ok(_button(at, "Delete run...").click().run())
+    app_ok(_button(at, "Delete run...").click().run())
     assert any("for good" in w.value for w in at.warning)
 
 
@@ -176,5 +169,5 @@ def test_damaged_run_shows_its_error(root):
     at = _select(_open(), "torn")
     assert at.dataframe[0].value.set_index("name").loc["torn", "status"] == "damaged"
     assert any("run.json cannot be read" in e.value for e in at.error)
-    _ok(_button(at, "Save note").click().run())
+    app_ok(_button(at, "Save note").click().run())
     assert any("Note not saved" in e.value for e in at.error)

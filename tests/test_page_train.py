@@ -12,23 +12,16 @@ from streamlit.testing.v1 import AppTest
 from core import runs
 from core.launcher import run_state
 from core.uploads import save_upload
-from tests.conftest import FIVE, ROOT, _shared_cache
+from tests.conftest import FIVE, _shared_cache, app_ok, open_through_router
 from tests.test_launcher import _kill, slice_of_five
 from tests.test_uploads import _people_zip
 
 TIMEOUT = 300
 
 
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _open() -> AppTest:
     # Through the router: the page links to Evaluate/Predict/Runs, which only exist there.
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    at.switch_page("pages/train.py")
-    return _ok(at.run())
+    return open_through_router("pages/train.py", TIMEOUT)
 
 
 def _number(at: AppTest, label: str):
@@ -37,7 +30,7 @@ def _number(at: AppTest, label: str):
 
 def _launch(at: AppTest) -> AppTest:
     next(b for b in at.button if b.label == "Launch training").click()
-    return _ok(at.run())
+    return app_ok(at.run())
 
 
 @pytest.fixture
@@ -60,7 +53,7 @@ def test_defaults_follow_the_architecture(runs_root, face_data):
     assert _number(at, "Epochs").value == 10 and _number(at, "Batch size").value == 64
     assert not at.error and [s.value for s in at.subheader] == ["New run"]
     at.selectbox(key="arch").set_value("resnet50")
-    _ok(at.run())
+    app_ok(at.run())
     assert _number(at, "Batch size").value == 32 and _number(at, "Learning rate").value == 5e-4
     assert _number(at, "Epochs").value == 8
 
@@ -68,7 +61,7 @@ def test_defaults_follow_the_architecture(runs_root, face_data):
 def test_every_bad_dataset_gets_a_clear_message(runs_root, tmp_path, face_data):
     at = _open()
     at.text_input(key="folder").set_value(str(tmp_path / "nowhere"))
-    _ok(at.run())
+    app_ok(at.run())
     assert [e.value for e in at.error] == [f"dataset folder not found: {tmp_path / 'nowhere'}"]
     _launch(at)
     assert at.error[-1].value.startswith("Choose a dataset first")
@@ -78,12 +71,12 @@ def test_every_bad_dataset_gets_a_clear_message(runs_root, tmp_path, face_data):
     for photo in sorted((face_data / "five_celeb" / "train" / "madonna").iterdir())[:3]:
         (one / photo.name).symlink_to(photo)
     at.text_input(key="folder").set_value(str(tmp_path / "one"))
-    _ok(at.run())
+    app_ok(at.run())
     assert len(at.error) == 1 and "only one class ('madonna')" in at.error[0].value
 
     (tmp_path / "empty").mkdir()
     at.text_input(key="folder").set_value(str(tmp_path / "empty"))
-    _ok(at.run())
+    app_ok(at.run())
     assert len(at.error) == 1 and "is empty" in at.error[0].value
     assert runs.list_runs(runs_root) == []
 
@@ -92,7 +85,7 @@ def test_uploaded_datasets_can_be_picked_again(runs_root, face_data):
     report = save_upload(_people_zip(face_data), name="three.zip")
     at = _open()
     at.radio(key="source").set_value("Uploaded before")
-    _ok(at.run())
+    app_ok(at.run())
     assert at.selectbox(key="uploaded").value == report
     assert "three.zip: 3 classes, 9 photos" in at.selectbox(key="uploaded").format_func(report)
 
@@ -125,7 +118,7 @@ def test_launch_is_found_by_a_second_tab_and_ends_with_links(runs_root, face_dat
     deadline = time.monotonic() + 900
     while run_state(runs_root / "from-page")["active"] and time.monotonic() < deadline:
         time.sleep(1)
-    _ok(at.run())
+    app_ok(at.run())
     assert any(s.value.startswith("Run from-page finished in") for s in at.success)
     labels = [m.label for m in at.metric]
     assert "Best val accuracy" in labels and "Epochs run" in labels

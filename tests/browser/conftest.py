@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from bench.streamlit_server import (CHROMIUM, CHROMIUM_ARGS, ServerNotHealthy, free_port,
+                                    server_flags, stop, wait_healthy)
 from tests.conftest import ROOT, require
 
-CHROMIUM = Path(os.environ.get("FACELAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SERVER_START_SECONDS = 90
 # Playwright's per-action and per-expect wait: the first detection also imports torch and loads
 # the detector, on a 2-core machine that may be running other tests.
@@ -36,19 +30,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.browser)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
@@ -75,40 +56,25 @@ def streamlit_server(workdir: Path, env: dict | None = None) -> Iterator[tuple[s
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "streamlit.log"
-    port = _free_port()
+    port = free_port()
     # Runs and caches in tmp: the tests never touch the repository's weights/.
     env = {**os.environ, "FACELAB_CACHE": str(workdir / "cache"), "FACELAB_RUNS": str(workdir / "runs"),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **(env or {})}
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-               "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               # no reruns when a source file changes while the tests run
-               "--server.fileWatcherType", "none"]
+    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", *server_flags(port)]
     with open(log_path, "ab") as log:
         # Own process group (start_new_session) so the whole tree is stopped at the end.
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with code {server.returncode}; log {log_path}:\n"
-                            f"{_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_SECONDS} s; log "
-                            f"{log_path}:\n{_tail(log_path)}")
-            time.sleep(0.5)
+        try:
+            wait_healthy(url, server, log_path, SERVER_START_SECONDS)
+        except ServerNotHealthy as exc:
+            pytest.fail(str(exc))
         print(f"\nstreamlit at {url}, log {log_path}")
         yield url, server
     finally:
-        _stop(server)
+        stop(server)
 
 
 @pytest.fixture(scope="session")
@@ -122,19 +88,6 @@ def app_url(browser, app_dir) -> Iterator[str]:
     """The dashboard shared by the browser tests (one server per session)."""
     with streamlit_server(app_dir) as (url, _server):
         yield url
-
-
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is not None:
-        return
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=15)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture
@@ -167,3 +120,9 @@ def screenshot(screenshot_dir, request) -> Callable[..., Path]:
         return path
 
     return take
+
+
+def scroll_to(locator) -> None:
+    """Bring an element to the top of the viewport (Streamlit scrolls inside its main
+    container), so that a screenshot shows what follows it."""
+    locator.evaluate("e => e.scrollIntoView({block: 'start'})")

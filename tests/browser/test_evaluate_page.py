@@ -6,13 +6,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
-
-def _idle(page: Page) -> None:
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
-
-
-def _scroll_to(locator) -> None:
-    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+from bench.streamlit_server import wait_idle
+from tests.browser.conftest import scroll_to
 
 
 def test_gender_evaluation_and_error_review(page: Page, app_url, face_data, tmp_path, screenshot):
@@ -24,13 +19,13 @@ def test_gender_evaluation_and_error_review(page: Page, app_url, face_data, tmp_
     # ?run= chooses the model: other tests may have trained runs into this server's runs root.
     page.goto(f"{app_url}/evaluate?run=reference:gender")
     expect(page.get_by_role("heading", name="Evaluate")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile("^reference:gender"))
     page.get_by_label("Labelled folder", exact=True).and_(page.get_by_role("textbox")).fill(str(data))
     page.get_by_role("button", name="Evaluate").click()
     expect(page.get_by_test_id("stMetric").filter(has_text="Faces (n)")).to_contain_text("20")
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     screenshot(page, "1-metrics-and-matrix")
 
     page.get_by_role("tab", name="Per class").click()
@@ -43,7 +38,7 @@ def test_gender_evaluation_and_error_review(page: Page, app_url, face_data, tmp_
     first = title.inner_text()
     faces = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^\d\.\d\d · "))
     expect(faces.first).to_be_visible()
-    _scroll_to(page.get_by_text("Confused pairs"))
+    scroll_to(page.get_by_text("Confused pairs"))
     screenshot(page, "3-first-pair")
     grid = page.locator(".st-key-pairs").get_by_test_id("stDataFrame")
     box = grid.bounding_box()
@@ -55,9 +50,9 @@ def test_gender_evaluation_and_error_review(page: Page, app_url, face_data, tmp_
     true, predicted = re.match(r"^(\w+) taken for (\w+)", first).groups()
     page.mouse.click(box["x"] + 12, box["y"] + 35 * 2 + 17)
     expect(page.get_by_text(re.compile(rf"^{predicted} taken for {true} \(\d+\)$"))).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(title).to_have_count(1)
     expect(faces.first).to_be_visible()
     expect(page.get_by_test_id("stException")).to_have_count(0)
-    _scroll_to(page.get_by_text("Confused pairs"))
+    scroll_to(page.get_by_text("Confused pairs"))
     screenshot(page, "4-second-pair")

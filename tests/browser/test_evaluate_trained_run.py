@@ -13,17 +13,11 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from bench.streamlit_server import wait_idle
+from tests.browser.conftest import scroll_to
 from tests.conftest import ROOT, _env, five_slice
 
 RUN = "browser-eval-r18"
-
-
-def _idle(page: Page) -> None:
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
-
-
-def _scroll_to(locator) -> None:
-    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
 
 
 def _train(app_dir: Path, face_data: Path, tmp_path: Path) -> Path:
@@ -55,7 +49,7 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     query = urllib.parse.urlencode({"run": RUN, "data": str(five)})
     page.goto(f"{app_url}/evaluate?{query}")
     expect(page.get_by_role("heading", name="Evaluate")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     # The link chose the run and the held-out split of the dataset it named.
     expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(rf"^{RUN} \(resnet18"))
     folder = page.get_by_label("Labelled folder", exact=True).and_(page.get_by_role("textbox"))
@@ -70,20 +64,20 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
         if checkbox.is_checked():
             break
         with_map.click()
-        _idle(page)
+        wait_idle(page)
     expect(checkbox).to_be_checked()
     screenshot(page, "1-from-the-link")
     page.get_by_role("button", name="Evaluate").click()
     expect(page.get_by_test_id("stMetric").filter(has_text="Faces (n)")).to_contain_text("25")
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_test_id("stException")).to_have_count(0)
     screenshot(page, "2-metrics-and-matrix")
 
     page.get_by_role("tab", name="Per class").click()
     table = page.get_by_test_id("stDataFrame").first
     expect(table).to_be_visible()
-    _scroll_to(page.get_by_role("tab", name="Per class"))
+    scroll_to(page.get_by_role("tab", name="Per class"))
     screenshot(page, "3-per-class")
 
     pairs = _expected_pairs(run, five / "val", app_dir / "cache")
@@ -93,7 +87,7 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     title = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"taken for"))
     expect(title.first).to_have_text(f"{first['true']} taken for {first['predicted']} ({first['count']})")
     grid = page.locator(".st-key-pairs").get_by_test_id("stDataFrame")
-    _scroll_to(page.get_by_text("Confused pairs"))
+    scroll_to(page.get_by_text("Confused pairs"))
     chosen = pairs[1] if len(pairs) > 1 else pairs[0]
     row = 2 if len(pairs) > 1 else 1
     box = grid.bounding_box()
@@ -101,11 +95,11 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     page.mouse.click(box["x"] + 12, box["y"] + 35 * row + 17)
     expect(title.first).to_have_text(
         f"{chosen['true']} taken for {chosen['predicted']} ({chosen['count']})")
-    _idle(page)
+    wait_idle(page)
     faces = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^\d\.\d\d · "))
     expect(faces.first).to_be_visible()
     assert faces.count() >= chosen["count"]  # the misclassified faces (+ examples beside them)
-    _scroll_to(page.get_by_text("Confused pairs"))
+    scroll_to(page.get_by_text("Confused pairs"))
     screenshot(page, "4-confused-pair")
 
     page.get_by_role("tab", name="Map").click()
@@ -113,7 +107,7 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     points = chart.locator("g.mark-symbol.role-mark > path")  # one per face (not the legend's)
     expect(points).to_have_count(25)
     expect(page.get_by_text("Select points on the map to see their faces here.")).to_be_visible()
-    _scroll_to(page.get_by_role("tab", name="Map"))
+    scroll_to(page.get_by_role("tab", name="Map"))
     # Hovering a point shows its face in the tooltip.
     points.nth(3).hover()
     expect(page.locator("#vg-tooltip-element img")).to_be_visible()
@@ -133,7 +127,7 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     page.mouse.up()
     selected = page.get_by_text(re.compile(r"^\d+ face\(s\) selected"))
     expect(selected).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     n = int(selected.inner_text().split()[0])
     assert n == 25, selected.inner_text()  # every point of the map
     marked = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^[✗✓] "))
@@ -141,23 +135,23 @@ def test_evaluate_a_run_trained_here(page: Page, app_url, app_dir, face_data, tm
     errors = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^✗ \w+ → \w+ \d\.\d\d · "))
     assert errors.count() == sum(p["count"] for p in pairs)
     expect(page.get_by_test_id("stException")).to_have_count(0)
-    _scroll_to(page.get_by_role("tab", name="Map"))
+    scroll_to(page.get_by_role("tab", name="Map"))
     screenshot(page, "5b-map-selection")
-    _scroll_to(page.get_by_text(re.compile(r"^\d+ face\(s\) selected")))
+    scroll_to(page.get_by_text(re.compile(r"^\d+ face\(s\) selected")))
     screenshot(page, "6-selected-faces")
 
     # Predict, linked the same way (?run=): the run is chosen, the face labelled, and the probe
     # shows the crop beside its Grad-CAM overlay.
     page.goto(f"{app_url}/predict?{urllib.parse.urlencode({'run': RUN})}")
     expect(page.get_by_role("heading", name="Predict")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_test_id("stMultiSelect")).to_contain_text(RUN)
     photo = sorted((five / "val" / "madonna").iterdir())[0]
     page.locator(".st-key-photos").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(photo)
     expect(page.get_by_text(re.compile(r"^1\. \w+ \(probability 0\.\d+\)"))).to_be_visible()
     expect(page.get_by_text("Grad-CAM", exact=False).first).to_be_visible()
     expect(page.get_by_test_id("stImageCaption").filter(has_text="face crop")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_test_id("stException")).to_have_count(0)
-    _scroll_to(page.get_by_text(re.compile(r"^Grad-CAM")).first)
+    scroll_to(page.get_by_text(re.compile(r"^Grad-CAM")).first)
     screenshot(page, "7-predict-gradcam")

@@ -6,6 +6,9 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from bench.streamlit_server import wait_idle
+from tests.browser.conftest import scroll_to
+
 GROUP_PHOTO = "group/deepface__selfie-many-people.jpg"
 
 
@@ -13,23 +16,11 @@ def _open(page: Page, app_url: str) -> None:
     page.goto(f"{app_url}/predict")
     expect(page.get_by_role("heading", name="Predict")).to_be_visible()
     expect(page.get_by_text("Upload one or more photos")).to_be_visible()
-    _idle(page)
-
-
-def _idle(page: Page) -> None:
-    # Only the "Running..." state: the same widget also offers "Rerun" when a source file changes
-    # (other engineers edit core/ while the tests run).
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
+    wait_idle(page)
 
 
 def _upload(page: Page, *files) -> None:
     page.locator(".st-key-photos").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(list(files))
-
-
-def _scroll_to(locator) -> None:
-    # Streamlit scrolls inside its main container: bring the element to the top of the viewport
-    # so that the screenshot shows what follows it.
-    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
 
 
 def _no_trace(page: Page) -> None:
@@ -43,7 +34,7 @@ def test_group_photo_every_face_labelled(page: Page, app_url, face_data, screens
     _upload(page, face_data / "scenes" / GROUP_PHOTO)
     found = page.get_by_text(re.compile(r"^\d+ faces found, numbered on the photo"))
     expect(found).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     count = int(found.inner_text().split()[0])
     assert count >= 2
     # One crop and one gender answer per face.
@@ -53,7 +44,7 @@ def test_group_photo_every_face_labelled(page: Page, app_url, face_data, screens
     expect(genders).to_have_count(min(count, 12))
     _no_trace(page)
     # Streamlit scrolls inside its main container: bring the labelled photo into the viewport.
-    _scroll_to(page.get_by_role("heading", name=GROUP_PHOTO.split("/")[1]))
+    scroll_to(page.get_by_role("heading", name=GROUP_PHOTO.split("/")[1]))
     screenshot(page, "2-group-labelled")
 
 
@@ -68,18 +59,18 @@ def test_enrol_two_people_then_recognise_one(page: Page, app_url, face_data, tmp
     box = page.get_by_label("Folder of class folders on the server")
     box.fill(str(people))
     box.press("Enter")
-    _idle(page)
+    wait_idle(page)
     page.get_by_role("button", name="Enrol every person in the folder").click()
     expect(page.get_by_text("Enrolled elton_john (4), madonna (4)")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     screenshot(page, "1-enrolled")
     photo = sorted((face_data / "five_celeb" / "val" / "madonna").iterdir())[0]
     _upload(page, photo)
     expect(page.get_by_text(re.compile(r"^1\. madonna \(similarity 0\.\d+\)"))).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_text("not recognised")).to_have_count(0)
     _no_trace(page)
-    _scroll_to(page.get_by_role("heading", name=photo.name))
+    scroll_to(page.get_by_role("heading", name=photo.name))
     screenshot(page, "2-recognised")
 
 
@@ -88,7 +79,7 @@ def test_probe_slider_moves_the_answer(page: Page, app_url, face_data, screensho
     _upload(page, face_data / "scenes" / "single" / "face_recognition__obama.jpg")
     expect(page.get_by_text("Behaviour probe")).to_be_visible()
     expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
-    _idle(page)
+    wait_idle(page)
     page.get_by_test_id("stPlotlyChart").scroll_into_view_if_needed()
     screenshot(page, "1-probe")
     captions = page.get_by_test_id("stImageCaption")
@@ -99,7 +90,7 @@ def test_probe_slider_moves_the_answer(page: Page, app_url, face_data, screensho
         slider.press("ArrowRight")
     expect(slider).to_have_value("60")
     expect(captions.last).not_to_have_text(before)
-    _idle(page)
+    wait_idle(page)
     _no_trace(page)
     screenshot(page, "2-probe-rotated")
 
@@ -118,7 +109,7 @@ def test_bad_input_gets_clear_messages(page: Page, app_url, face_data, tmp_path,
     _open(page, app_url)
     _upload(page, notes, huge, no_face)
     expect(page.get_by_text(re.compile(r"^No face found in skimage__coffee\.png"))).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     errors = page.get_by_test_id("stAlertContentError")
     expect(errors).to_have_count(2)
     expect(errors.nth(0)).to_contain_text("notes.jpg: ")
@@ -128,5 +119,5 @@ def test_bad_input_gets_clear_messages(page: Page, app_url, face_data, tmp_path,
     # No face anywhere: the probe says what it needs instead of failing.
     expect(page.get_by_text("A photo with a face and a chosen model are needed")).to_be_visible()
     _no_trace(page)
-    _scroll_to(page.get_by_role("heading", name="notes.jpg"))
+    scroll_to(page.get_by_role("heading", name="notes.jpg"))
     screenshot(page, "1-bad-input")

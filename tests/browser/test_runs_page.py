@@ -18,22 +18,15 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.streamlit_server import wait_idle
 from core.checkpoint import load_checkpoint
 from core.runs import CHECKPOINT, HISTORY, LAST_CHECKPOINT, RUN_JSON, load_run
 from core.storage import read_jsonl
-from tests.browser.conftest import PAGE_TIMEOUT_MS, streamlit_server
+from tests.browser.conftest import PAGE_TIMEOUT_MS, scroll_to, streamlit_server
 from tests.conftest import ROOT, _env, _shared_cache
 from tests.test_compare import small_data, train_command, train_run
 
 CHECKPOINT_WAIT_SECONDS = 600  # the first epoch also detects the slice's faces (2 busy cores)
-
-
-def _idle(page: Page) -> None:
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
-
-
-def _scroll_to(locator) -> None:
-    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
 
 
 def _open_runs(page: Page, url: str) -> None:
@@ -43,7 +36,7 @@ def _open_runs(page: Page, url: str) -> None:
     expect(page.get_by_text("Device: ")).to_be_visible()  # the router ran (its sidebar)
     page.goto(f"{url}/runs")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     expect(page.get_by_test_id("stDataFrame").first.locator("canvas").first).to_be_visible()
 
 
@@ -51,7 +44,7 @@ def _search(page: Page, text: str) -> None:
     box = page.get_by_label("Search name or note")
     box.fill(text)
     box.press("Enter")
-    _idle(page)
+    wait_idle(page)
 
 
 def _tick_rows(page: Page, *rows: int) -> None:
@@ -62,7 +55,7 @@ def _tick_rows(page: Page, *rows: int) -> None:
     box = grid.bounding_box()
     for row in rows:
         page.mouse.click(box["x"] + 12, box["y"] + 35 * row + 17)
-        _idle(page)
+        wait_idle(page)
 
 
 def test_compare_two_runs(page: Page, app_url, app_dir, tmp_path_factory, face_data, screenshot):
@@ -85,9 +78,9 @@ def test_compare_two_runs(page: Page, app_url, app_dir, tmp_path_factory, face_d
     expect(page.get_by_text("percentage points")).to_be_visible()
     expect(page.get_by_test_id("stException")).to_have_count(0)
     screenshot(page, "1-table-selected")
-    _scroll_to(page.get_by_role("heading", name="Compare"))
+    scroll_to(page.get_by_role("heading", name="Compare"))
     screenshot(page, "2-curves-per-class-settings")
-    _scroll_to(page.get_by_role("heading", name="Manage"))
+    scroll_to(page.get_by_role("heading", name="Manage"))
     expect(page.get_by_role("link", name="Evaluate cmp-")).to_be_visible()
     screenshot(page, "3-manage")
 
@@ -136,7 +129,7 @@ def test_sigkill_mid_run_leaves_a_consistent_interrupted_run(browser, tmp_path, 
             _wait_for_checkpoint(run_dir, trainer, log)
             _open_runs(page, url)
             expect(page.get_by_text("running: 1").first).to_be_visible()
-            _idle(page)
+            wait_idle(page)
             expect(page.get_by_text("this page redraws itself")).to_be_visible()
             expect(page.get_by_role("link", name="Training: crash-run")).to_be_visible()
             screenshot(page, "1-running")
@@ -144,7 +137,7 @@ def test_sigkill_mid_run_leaves_a_consistent_interrupted_run(browser, tmp_path, 
             # No reload: the page notices by itself that the trainer is gone.
             expect(page.get_by_text("interrupted: 1").first).to_be_visible()
             expect(page.get_by_text("running: ")).to_have_count(0)
-            _idle(page)
+            wait_idle(page)
             expect(page.get_by_role("link", name="Training: crash-run")).to_have_count(0)
             screenshot(page, "1b-interrupted-without-reload")
             os.killpg(server.pid, signal.SIGKILL)
@@ -176,14 +169,14 @@ def test_sigkill_mid_run_leaves_a_consistent_interrupted_run(browser, tmp_path, 
             expect(page.get_by_text("interrupted: 1").first).to_be_visible()
             expect(page.get_by_text("running: ")).to_have_count(0)
             expect(page.get_by_text("Interrupted means the run was recorded as running")).to_be_visible()
-            _idle(page)
+            wait_idle(page)
             screenshot(page, "2-interrupted-after-restart")
             _tick_rows(page, 1)
             expect(page.get_by_text("training process is gone")).to_be_visible()
             expect(page.get_by_role("link", name="Evaluate crash-run")).to_be_visible()
             expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
             expect(page.get_by_test_id("stException")).to_have_count(0)
-            _scroll_to(page.get_by_role("heading", name="Manage"))
+            scroll_to(page.get_by_role("heading", name="Manage"))
             screenshot(page, "3-interrupted-details")
         assert not list(run_dir.glob(".*.tmp")), "stale temporary files were not cleaned"
         load_checkpoint(run_dir / CHECKPOINT)

@@ -18,6 +18,7 @@ import zipfile
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.streamlit_server import wait_idle
 from core import runs
 from tests.browser.conftest import PAGE_TIMEOUT_MS
 from tests.test_launcher import _kill, slice_of_five
@@ -42,17 +43,13 @@ def _fill(page: Page, label: str, value) -> None:
     box.press("Enter")
 
 
-def _idle(page: Page) -> None:
-    expect(page.get_by_test_id("stStatusWidget").filter(has_text="Running")).to_have_count(0)
-
-
 def _choose(page: Page, label: str, option: str) -> None:
     """Pick ``option`` in a selectbox. A rerun still settling (the Enter of the field before)
     can redraw the box and close its list as it opens, so the list is opened again if needed."""
     box = page.get_by_test_id("stSelectbox").filter(has_text=label)
     choice = page.get_by_role("option", name=option, exact=True)
     for attempt in range(3):
-        _idle(page)
+        wait_idle(page)
         box.locator("input").click()
         try:
             expect(choice).to_be_visible(timeout=10_000)
@@ -73,7 +70,7 @@ def _set_up_run(page: Page, data, name: str, epochs: int) -> None:
     _fill(page, "Batch size", 8)
     _choose(page, "Device", "cpu")
     _fill(page, "Run name (optional)", name)
-    _idle(page)
+    wait_idle(page)
 
 
 def test_launch_watch_the_curves_and_finish(train_page: Page, app_dir, face_data, tmp_path_factory,
@@ -107,7 +104,7 @@ def test_launch_watch_the_curves_and_finish(train_page: Page, app_dir, face_data
     expect(page.get_by_text("Run browser-tiny finished in")).to_be_visible(timeout=RUN_WAIT_MS)
     expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2)
     expect(page.get_by_text("Best val accuracy")).to_be_visible()
-    _idle(page)
+    wait_idle(page)
     screenshot(page, "4-finished")
     evaluate = page.get_by_role("link", name="Evaluate browser-tiny")
     predict = page.get_by_role("link", name="Use browser-tiny on Predict")
@@ -160,7 +157,7 @@ def test_reload_second_tab_and_stop_midway(train_page: Page, app_url, app_dir, f
     # than the next redraw, so only the end state is asserted.
     screenshot(page, "3-stopping")
     expect(page.get_by_text("Run browser-stop was stopped")).to_be_visible(timeout=RUN_WAIT_MS)
-    _idle(page)
+    wait_idle(page)
     screenshot(page, "4-stopped")
     run = runs.load_run(app_dir / "runs" / "browser-stop")
     assert run.status == "stopped" and 1 <= run.metrics["epochs_run"] < 400
@@ -199,7 +196,7 @@ def test_bad_inputs_each_get_a_clear_message(train_page: Page, face_data, tmp_pa
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(path))
         error = page.get_by_test_id("stAlertContentError")
         expect(error).to_contain_text(message)
-        _idle(page)
+        wait_idle(page)
         expect(error).to_have_count(1)
         expect(page.get_by_test_id("stException")).to_have_count(0)
         screenshot(page, f"{n}-{name}")
