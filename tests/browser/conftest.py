@@ -32,6 +32,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
+# How much of the page's accessibility tree goes into a failure report.
+FAILURE_SNAPSHOT_CHARS = 6_000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """When a browser test fails, add what the page showed to its report: a screenshot under
+    pytest's tmp folder and the page's accessibility tree (what `get_by_role` searches). A CI
+    log is often all there is of a failure, so it has to say what was on the screen."""
+    report = yield
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when == "call" and report.failed and page is not None:
+        report.sections.append(("page at failure", _describe_page(page, item)))
+    return report
+
+
+def _describe_page(page, item: pytest.Item) -> str:
+    lines = [f"url: {page.url}"]
+    try:
+        folder = item.config._tmp_path_factory.getbasetemp() / "failures"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{item.name}.png"
+        page.screenshot(path=str(path), full_page=True, timeout=30_000)
+        lines.append(f"screenshot: {path}")
+        tree = page.locator("body").aria_snapshot(timeout=30_000)
+        if len(tree) > FAILURE_SNAPSHOT_CHARS:
+            tree = tree[:FAILURE_SNAPSHOT_CHARS] + f"\n... ({len(tree)} characters in all)"
+        lines.append(tree)
+    except Exception as exc:  # the page may be gone (a crashed tab): say so, keep the failure
+        lines.append(f"(could not read the page: {type(exc).__name__}: {exc})")
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """A headless chromium (Debian's), shared by the session."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.streamlit_server import wait_idle
 from tests.browser.conftest import scroll_to
@@ -55,7 +56,20 @@ def test_enrol_two_people_then_recognise_one(page: Page, app_url, face_data, tmp
         for photo in sorted((face_data / "five_celeb" / "train" / person).iterdir())[:4]:
             (people / person / photo.name).symlink_to(photo)
     _open(page, app_url)
-    page.get_by_role("tab", name="From a server folder").click()
+    # The gallery's expander opens by itself while nobody is enrolled.
+    enrol = page.get_by_test_id("stExpander").filter(has_text="Gallery: enrol people")
+    folder_tab = enrol.get_by_role("tab", name="From a server folder")
+    try:
+        folder_tab.click(timeout=20_000)
+    except PlaywrightTimeout:
+        # Once in many CI runs this tab was not found for 2 minutes although the page had
+        # rendered; never reproduced here (6 runs under full CPU load). Say what the expander
+        # showed, open it as a user would if it is closed, and go on to check enrolment.
+        is_open = enrol.locator("details").get_attribute("open") is not None
+        print(f"gallery tab not clickable; expander open={is_open}:\n{enrol.aria_snapshot()}")
+        if not is_open:
+            enrol.locator("summary").click()
+        folder_tab.click()
     box = page.get_by_label("Folder of class folders on the server")
     box.fill(str(people))
     box.press("Enter")
