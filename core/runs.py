@@ -267,7 +267,7 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
     runs = [load_run(p) for p in root.iterdir() if p.is_dir() and (p / RUN_JSON).is_file()]
     for run in runs:
         if run.status != "running":
-            clean_stale_temp_files(run.path, trainer_gone=True)
+            clean_stale_temp_files(run.path)
     # str(): a hand-edited run.json with a non-string "created" must not break the listing.
     return sorted(runs, key=lambda r: (str(r.info.get("created") or ""), r.path.name), reverse=True)
 
@@ -281,11 +281,10 @@ STALE_TEMP_SECONDS = 120
 _TRAINER_ONLY_FILES = (CHECKPOINT, LAST_CHECKPOINT)
 
 
-def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_SECONDS, *,
-                           trainer_gone: bool = False) -> list[Path]:
-    """Remove the atomic-write leftovers (``.*.tmp``) older than ``older_than`` seconds from a
-    run folder, and with ``trainer_gone`` those of the checkpoints whatever their age. Call it
-    only for runs whose trainer is gone. Returns the files removed."""
+def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove the atomic-write leftovers (``.*.tmp``) of a run folder: those of the checkpoints
+    whatever their age, the others once older than ``older_than`` seconds. Call it only for
+    runs whose trainer is gone. Returns the files removed."""
     removed = []
     limit = time.time() - older_than
     try:
@@ -295,7 +294,7 @@ def clean_stale_temp_files(run_dir: str | Path, older_than: float = STALE_TEMP_S
     for path in candidates:
         trainer_only = any(path.name.startswith(f".{name}.") for name in _TRAINER_ONLY_FILES)
         try:
-            if path.is_file() and ((trainer_gone and trainer_only) or path.stat().st_mtime < limit):
+            if path.is_file() and (trainer_only or path.stat().st_mtime < limit):
                 path.unlink()
                 removed.append(path)
         except OSError:
